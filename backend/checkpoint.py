@@ -1,0 +1,72 @@
+"""Saving and safely loading checkpoints.
+
+A checkpoint is a plain dict of tensors and primitives, always loaded with
+``torch.load(weights_only=True)`` so that a file can never run code. It carries the model
+config, so the file alone rebuilds its model.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .model import ViTConfig, VisionTransformer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = ROOT / "artifacts" / "digits_vit.pt"
+
+
+def save_atomic(obj: dict, path: str | os.PathLike) -> None:
+    """Write with torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike | None) -> dict:
+    """Load a checkpoint dict safely; any problem becomes a one-line UserError."""
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, random bytes, or a pickle that is not plain data
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load checkpoint {path}: not a valid weights-only checkpoint ({first[:160]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise UserError(f"cannot load checkpoint {path}: missing 'model' or 'config' entry")
+    return ckpt
+
+
+def build_model(ckpt: dict, path: str | os.PathLike | None = None) -> VisionTransformer:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode, on CPU)."""
+    path = path or DEFAULT_CHECKPOINT
+    try:
+        cfg = ViTConfig.from_dict(dict(ckpt["config"]))
+        model = VisionTransformer(cfg)
+        model.load_state_dict(ckpt["model"])
+    except (ValueError, TypeError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise UserError(f"checkpoint {path} does not match the model architecture ({first[:160]})") from None
+    for name, t in ckpt["model"].items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(f"checkpoint {path} has non-finite weights in {name}")
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike | None = None) -> tuple[VisionTransformer, dict]:
+    """Load a checkpoint file (the shipped default when `path` is None) into an eval model."""
+    ckpt = load_checkpoint(path)
+    return build_model(ckpt, path), ckpt

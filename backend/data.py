@@ -1,0 +1,109 @@
+"""MNIST through torchvision, with augmentation that looks like our webcam crops."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from .errors import UserError
+from .mnist import MNIST_MEAN, MNIST_STD
+
+DATA_ENV = "DIGITS_DATA_DIR"
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "digits-transformer"
+VAL_SIZE = 5000  # held out from the 60k training images for model selection
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """--data-dir, else $DIGITS_DATA_DIR, else a per-user cache folder (downloaded on first use)."""
+    return Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR).expanduser()
+
+
+class StrokeWidth(torch.nn.Module):
+    """Randomly thicken or thin the strokes of a (1, H, W) float image in [0, 1].
+
+    Our preprocessing normalises stroke width, but not perfectly: marker and ballpoint crops
+    still differ, so the model sees MNIST digits a little bolder and a little thinner.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return x
+        y = x[None]
+        if torch.rand(()) < 0.6:
+            y = F.max_pool2d(y, 3, stride=1, padding=1)  # dilate
+            y = torch.lerp(x[None], y, torch.rand(()).item())  # by a fraction of a pixel
+        else:
+            y = -F.max_pool2d(-y, 2, stride=1)  # erode
+            y = F.pad(y, (0, 1, 0, 1))
+            y = torch.lerp(x[None], y, 0.5 * torch.rand(()).item())
+        return y[0]
+
+
+class RandomNoise(torch.nn.Module):
+    """Sensor noise that survives thresholding: gaussian, with a random strength."""
+
+    def __init__(self, max_sigma: float = 0.08):
+        super().__init__()
+        self.max_sigma = max_sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + torch.randn_like(x) * self.max_sigma * torch.rand(())).clamp(0, 1)
+
+
+def train_transform() -> v2.Compose:
+    """Augmentation chosen for crops from a webcam after our preprocessing.
+
+    A hand-held sheet is tilted and sheared, the detector's box is a little off so the digit is
+    scaled and shifted inside its 20x20 fit, ink is thicker or thinner than MNIST's, edges are
+    soft from focus blur and low contrast, and there is sensor noise.
+    """
+    return v2.Compose([
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomAffine(degrees=15, translate=(0.08, 0.08), scale=(0.8, 1.12), shear=(-12, 12, -6, 6)),
+        StrokeWidth(p=0.5),
+        v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 0.9))], p=0.3),
+        v2.RandomApply([v2.ColorJitter(contrast=(0.6, 1.0), brightness=(0.75, 1.0))], p=0.3),
+        v2.RandomApply([RandomNoise(0.08)], p=0.3),
+        v2.Normalize([MNIST_MEAN], [MNIST_STD]),
+    ])
+
+
+def eval_transform() -> v2.Compose:
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([MNIST_MEAN], [MNIST_STD])])
+
+
+def mnist(data_dir: str | None, train: bool, transform=None) -> datasets.MNIST:
+    """torchvision's MNIST from `data_dir`; downloads there when the files are missing."""
+    root = resolve_data_dir(data_dir)
+    try:
+        return datasets.MNIST(root=str(root), train=train, transform=transform, download=True)
+    except Exception as e:  # offline and no local copy, or a corrupt one
+        raise UserError(
+            f"MNIST not available in {root} and could not be downloaded ({type(e).__name__}); "
+            f"point --data-dir or ${DATA_ENV} at a folder holding MNIST/raw/") from None
+
+
+def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """The training images split into (augmented train, clean validation), fixed by `seed`."""
+    train_full = mnist(data_dir, True, train_transform())
+    val_full = mnist(data_dir, True, eval_transform())
+    perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx, train_idx = perm[:VAL_SIZE], perm[VAL_SIZE:]
+    if limit:
+        train_idx, val_idx = train_idx[:limit], val_idx[: max(limit // 5, 100)]
+    return Subset(train_full, train_idx), Subset(val_full, val_idx)
+
+
+def test_set(data_dir: str | None, limit: int | None = None) -> Dataset:
+    ds = mnist(data_dir, False, eval_transform())
+    return Subset(ds, range(min(limit, len(ds)))) if limit else ds

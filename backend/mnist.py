@@ -1,0 +1,47 @@
+"""The one source of truth for what an MNIST digit looks like.
+
+Training (backend.data) and inference (backend.preprocess) both import these constants and
+functions, so the crops the model sees at run time cannot drift from what it was trained on.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MNIST_MEAN = 0.1307  # mean of MNIST training pixels scaled to [0, 1]
+MNIST_STD = 0.3081  # their standard deviation
+IMG_SIZE = 28  # MNIST image side
+FIT_SIZE = 20  # MNIST digits are size-normalised to fit a 20x20 box...
+# ...then placed in 28x28 so that their centre of mass is at the centre.
+
+
+def fit_and_centre(digit: np.ndarray) -> np.ndarray:
+    """Place a tight crop of a digit into a 28x28 MNIST canvas.
+
+    digit: (h, w) uint8, white digit (255) on black (0), cropped to the ink's bounding box.
+    Returns (28, 28) uint8: the digit scaled so that its longer side is 20 px (aspect kept,
+    anti-aliased as MNIST is), shifted so that its centre of mass sits at the image centre.
+    """
+    h, w = digit.shape
+    if h == 0 or w == 0:
+        return np.zeros((IMG_SIZE, IMG_SIZE), np.uint8)
+    s = FIT_SIZE / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    small = cv2.resize(digit, (nw, nh), interpolation=interp)
+    canvas = np.zeros((IMG_SIZE, IMG_SIZE), np.float32)
+    y0, x0 = (IMG_SIZE - nh) // 2, (IMG_SIZE - nw) // 2
+    canvas[y0:y0 + nh, x0:x0 + nw] = small
+    m = cv2.moments(canvas)
+    if m["m00"] > 0:
+        dx = IMG_SIZE / 2 - m["m10"] / m["m00"]
+        dy = IMG_SIZE / 2 - m["m01"] / m["m00"]
+        shift = np.float32([[1, 0, dx], [0, 1, dy]])
+        canvas = cv2.warpAffine(canvas, shift, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR)
+    return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def normalize(batch_u8: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32 normalised exactly as in training."""
+    x = batch_u8.astype(np.float32) * (1.0 / 255.0)
+    return ((x - MNIST_MEAN) / MNIST_STD)[:, None]

@@ -1,0 +1,204 @@
+"""Training: AdamW with warm-up + cosine, atomic per-epoch checkpoints, resume, DDP.
+
+Runs as a single process, or under `torchrun --nproc_per_node N` with DistributedDataParallel
+(NCCL on GPUs, gloo on CPU). Only rank 0 writes checkpoints, logs and progress bars.
+Every epoch re-seeds from (seed, epoch), so a run resumed from its last checkpoint follows the
+same random path as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint, save_atomic
+from .data import train_val_split
+from .device import resolve_device
+from .errors import UserError
+from .model import PRESETS, ViTConfig, VisionTransformer, count_parameters
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "accurate"  # model preset name (backend.model.PRESETS)
+    epochs: int = 15  # total epochs of the schedule
+    batch_size: int = 128  # per process; the effective batch is batch_size * world size
+    lr: float = 1.5e-3  # peak learning rate for the effective batch (not scaled automatically)
+    weight_decay: float = 0.05  # AdamW decoupled weight decay
+    warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
+    label_smoothing: float = 0.05  # softens targets; keeps confidences honest
+    data_dir: str | None = None  # MNIST root (see backend.data.resolve_data_dir)
+    device: str = "auto"  # auto|cpu|cuda|mps
+    out: str = "runs/train"  # folder for last.pt, best.pt and metrics.jsonl
+    resume: str | None = None  # checkpoint to continue from ("auto" = OUT/last.pt)
+    seed: int = 0  # seeds init, data split and every epoch's shuffling/augmentation
+    workers: int = 2  # DataLoader worker processes per rank
+    limit: int | None = None  # train on this many images only (smoke tests)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) when alone."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def check_writable(out: Path) -> None:
+    """Fail before training if checkpoints could not be written to `out`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"\0" * 65536)
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
+
+
+def lr_lambda(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(tc: TrainConfig) -> dict:
+    """Train (or resume) a model; returns the final metrics of rank 0."""
+    rank, local_rank, world = _dist_info()
+    if tc.preset not in PRESETS:
+        raise UserError(f"unknown preset {tc.preset!r}; choose one of {', '.join(PRESETS)}")
+    if tc.epochs < 1 or tc.batch_size < 1 or tc.lr <= 0:
+        raise UserError("--epochs, --batch-size and --lr must be positive")
+    out = Path(tc.out)
+    resume_path = out / "last.pt" if tc.resume == "auto" else Path(tc.resume) if tc.resume else None
+    if rank == 0:
+        check_writable(out)
+
+    device = resolve_device(tc.device)
+    if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    cfg: ViTConfig = replace(PRESETS[tc.preset])
+    ckpt = None
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        if "optimizer" not in ckpt:
+            raise UserError(f"{resume_path} holds weights only; --resume needs a training checkpoint (last.pt)")
+        cfg = ViTConfig.from_dict(dict(ckpt["config"]))
+
+    torch.manual_seed(tc.seed)
+    model = VisionTransformer(cfg).to(device)
+    train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed)
+    sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=tc.seed) if world > 1 else None
+    gen = torch.Generator()
+    pin = device.type == "cuda"
+    train_dl = DataLoader(train_ds, tc.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
+                          num_workers=tc.workers, pin_memory=pin, drop_last=len(train_ds) > tc.batch_size,
+                          persistent_workers=False)
+    val_dl = DataLoader(val_ds, 512, num_workers=0)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "token" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n and "token" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.999))
+    steps_per_epoch = len(train_dl)
+    total, warmup = tc.epochs * steps_per_epoch, max(1, int(tc.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
+
+    start_epoch, best_acc, history = 0, 0.0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start_epoch, best_acc = int(ckpt["epoch"]), float(ckpt.get("best_val_acc", 0.0))
+        history = list(ckpt.get("history", []))
+        if rank == 0:
+            print(f"resuming from {resume_path} at epoch {start_epoch + 1}/{tc.epochs}")
+
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
+        if world > 1 else model
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    n_params = count_parameters(model)
+    if rank == 0:
+        print(f"model {tc.preset}: {n_params:,} parameters on {device}, {world} process(es), "
+              f"effective batch {tc.batch_size * world}")
+
+    for epoch in range(start_epoch, tc.epochs):
+        torch.manual_seed(tc.seed * 1000 + epoch)  # same path whether resumed or not
+        gen.manual_seed(tc.seed * 1000 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        ddp.train()
+        t0 = time.time()
+        loss_sum = correct = seen = 0
+        bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=rank != 0, leave=False,
+                   dynamic_ncols=True)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = ddp(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        epoch_time = time.time() - t0
+        if rank != 0:
+            continue
+        val_loss, val_acc = evaluate_loader(model, val_dl, device)
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+               "val_loss": val_loss, "val_acc": val_acc, "lr": sched.get_last_lr()[0],
+               "epoch_time_s": epoch_time, "world_size": world}
+        history.append(row)
+        print(f"epoch {epoch + 1}/{tc.epochs} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.4f} "
+              f"val_loss={val_loss:.4f} val_acc={val_acc:.4f} time={epoch_time:.1f}s", flush=True)
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        meta = {"config": cfg.to_dict(), "model": weights, "epoch": epoch + 1, "preset": tc.preset,
+                "val_acc": val_acc, "params": n_params, "train_config": asdict(tc), "history": history}
+        try:
+            if val_acc > best_acc:
+                best_acc = val_acc
+                save_atomic(meta, out / "best.pt")
+            save_atomic({**meta, "best_val_acc": best_acc, "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict()}, out / "last.pt")
+            with open(out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise UserError(f"cannot write checkpoint to {out}: {e.strerror or e}") from None
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return history[-1] if history else {}
+
+
+@torch.inference_mode()
+def evaluate_loader(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` over `loader`."""
+    model.eval()
+    loss_sum = correct = seen = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
