@@ -1,0 +1,71 @@
+"""Training and evaluation through the real CLI, on a small MNIST subset."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from backend.checkpoint import load_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def history(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_loss_and_resume_continues(tmp_path, mnist_dir):
+    out = tmp_path / "run"
+    common = ["--train", "--preset", "fast", "--limit", "1200", "--batch-size", "64", "--lr", "2e-3",
+              "--warmup-epochs", "0.3", "--workers", "0", "--data-dir", mnist_dir, "--out", out]
+    r = cli(*common, "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    h = history(out)
+    assert [row["epoch"] for row in h] == [1, 2]
+    assert h[1]["train_loss"] < h[0]["train_loss"] and h[1]["val_loss"] < h[0]["val_loss"]
+
+    # An interrupted run of 3 epochs continues at epoch 3 from last.pt, not from scratch.
+    r = cli(*common, "--epochs", "3", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout and "at epoch 3/3" in r.stdout
+    assert [row["epoch"] for row in history(out)] == [1, 2, 3]
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert last["epoch"] == 3 and len(last["history"]) == 3
+    model, ckpt = load_model(out / "best.pt")
+    assert ckpt["preset"] == "fast" and model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+    # --eval on a subset prints the accuracy line last and writes the report folder.
+    report = tmp_path / "report"
+    r = cli("--eval", "--checkpoint", out / "best.pt", "--limit", "300", "--data-dir", mnist_dir,
+            "--report-dir", report)
+    assert r.returncode == 0, r.stderr
+    last_line = r.stdout.strip().splitlines()[-1]
+    assert last_line.startswith("test_accuracy=")
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert abs(float(last_line.split("=")[1]) - metrics["accuracy"]) < 1e-4 and metrics["n_test"] == 300
+    assert metrics["accuracy"] > 0.2  # well above chance (0.1) after ~70 steps
+    assert set(metrics["per_class"]) == {str(d) for d in range(10)}
+    assert (report / "confusion_matrix.png").stat().st_size > 0 and (report / "misclassified.png").stat().st_size > 0
+
+
+def test_unwritable_out_fails_before_training(tmp_path, mnist_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    r = cli("--train", "--preset", "fast", "--limit", "100", "--data-dir", mnist_dir, "--out", blocker / "run")
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot write to --out")
+    assert r.stderr.count("\n") == 1
+
+
+def test_missing_data_is_one_clear_line(tmp_path):
+    env = {**os.environ, "DIGITS_DATA_DIR": str(tmp_path / "nowhere")}
+    r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.');"
+                        "import socket; socket.socket.connect = lambda *a: (_ for _ in ()).throw(OSError('offline'));"
+                        "import main; sys.exit(main.main(['--eval', '--limit', '10']))"],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "MNIST not available" in r.stderr
