@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue an interrupted run from CKPT (default: OUT/last.pt)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (default: %(default)s)")
+    p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (fine-tuning, fresh schedule)")
+    p.add_argument("--extra-data", default=None, metavar="NPZ",
+                   help="extra 28x28 digits (images, labels) mixed into training, e.g. pipeline crops of synthetic scenes")
     p.add_argument("--limit", type=positive_int, default=None, help="use only this many images (quick checks)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: the shipped artifacts/digits_vit.pt)")
     p.add_argument("--report-dir", default="reports/eval", help="--eval writes metrics.json and PNGs here (default: %(default)s)")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         tc = TrainConfig(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, data_dir=args.data_dir,
                          device=args.device, out=args.out, resume=args.resume, seed=args.seed,
-                         workers=args.workers, limit=args.limit)
+                         workers=args.workers, limit=args.limit, init=args.init, extra_data=args.extra_data)
         try:
             train(tc)
         except KeyboardInterrupt:

@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
@@ -93,15 +94,43 @@ def mnist(data_dir: str | None, train: bool, transform=None) -> datasets.MNIST:
             f"point --data-dir or ${DATA_ENV} at a folder holding MNIST/raw/") from None
 
 
-def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """The training images split into (augmented train, clean validation), fixed by `seed`."""
+class ArrayDigits(Dataset):
+    """Extra 28x28 training digits from an .npz with `images` (N, 28, 28) uint8 white-on-black
+    and `labels` (N,) int, such as crops of synthetic camera scenes cut by our own pipeline."""
+
+    def __init__(self, path: str, transform=None):
+        try:
+            with np.load(path) as z:
+                self.images = torch.from_numpy(z["images"].astype(np.uint8))[:, None]
+                self.labels = torch.from_numpy(z["labels"].astype(np.int64))
+        except (OSError, KeyError, ValueError) as e:
+            raise UserError(f"cannot read extra training digits {path}: {e}") from None
+        if self.images.shape[1:] != (1, 28, 28) or len(self.images) != len(self.labels):
+            raise UserError(f"{path}: expected images (N, 28, 28) and N labels")
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), int(self.labels[i])
+
+
+def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 0,
+                    extra: str | None = None) -> tuple[Dataset, Dataset]:
+    """The training images split into (augmented train, clean validation), fixed by `seed`.
+    `extra` adds an ArrayDigits .npz to the training side."""
     train_full = mnist(data_dir, True, train_transform())
     val_full = mnist(data_dir, True, eval_transform())
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed)).tolist()
     val_idx, train_idx = perm[:VAL_SIZE], perm[VAL_SIZE:]
     if limit:
         train_idx, val_idx = train_idx[:limit], val_idx[: max(limit // 5, 100)]
-    return Subset(train_full, train_idx), Subset(val_full, val_idx)
+    train = Subset(train_full, train_idx)
+    if extra:
+        train = ConcatDataset([train, ArrayDigits(extra, train_transform())])
+    return train, Subset(val_full, val_idx)
 
 
 def test_set(data_dir: str | None, limit: int | None = None) -> Dataset:

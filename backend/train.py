@@ -44,6 +44,8 @@ class TrainConfig:
     seed: int = 0  # seeds init, data split and every epoch's shuffling/augmentation
     workers: int = 2  # DataLoader worker processes per rank
     limit: int | None = None  # train on this many images only (smoke tests)
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh schedule)
+    extra_data: str | None = None  # .npz of extra 28x28 digits mixed into training (backend.data.ArrayDigits)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -95,10 +97,18 @@ def train(tc: TrainConfig) -> dict:
         if "optimizer" not in ckpt:
             raise UserError(f"{resume_path} holds weights only; --resume needs a training checkpoint (last.pt)")
         cfg = ViTConfig.from_dict(dict(ckpt["config"]))
+        tc = replace(tc, preset=ckpt.get("preset", tc.preset))
 
     torch.manual_seed(tc.seed)
     model = VisionTransformer(cfg).to(device)
-    train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed)
+    if tc.init and ckpt is None:
+        init = load_checkpoint(tc.init)
+        cfg = ViTConfig.from_dict(dict(init["config"]))
+        tc = replace(tc, preset=init.get("preset", tc.preset))
+        model = VisionTransformer(cfg)
+        model.load_state_dict(init["model"])
+        model.to(device)
+    train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed, tc.extra_data)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=tc.seed) if world > 1 else None
     gen = torch.Generator()
     pin = device.type == "cuda"
