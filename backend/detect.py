@@ -1,7 +1,19 @@
-"""Find digit candidates in a frame. (First version: helper will refine.)"""
+"""Find the handwritten digits in a camera frame.
+
+    frame -> grey at a working resolution
+          -> background (paper and light) estimated at low resolution and divided out
+          -> ink polarity decided (dark ink on paper, or chalk on a board)
+          -> hysteresis threshold relative to the paper's noise and the frame's strongest ink
+          -> connected pieces -> pieces of one digit grouped -> touching digits split
+          -> shape tests against non-digits (paper edges, blobs, lines, specks)
+
+Every step is a whole-image OpenCV or numpy operation; Python loops run over candidates only.
+All sizes are relative to the frame or to the digits found, so a 20-pixel digit and one that
+fills half the frame, a ballpoint and a marker, go through the same code.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -9,41 +21,346 @@ import numpy as np
 
 @dataclass
 class DetectConfig:
-    max_digits: int = 40  # at most this many candidates per frame
+    max_digits: int = 40  # at most this many candidates per frame (the largest are kept)
     work_size: int = 640  # frames are analysed at this longest side; crops come from full size
-    min_height_frac: float = 0.02  # a digit is at least this fraction of the frame height
+    min_height_frac: float = 0.02  # a digit is at least this fraction of the frame's longest side
+    min_height_px: int = 10  # ... and at least this many working pixels tall
+    max_height_frac: float = 0.95  # and at most this fraction of the frame height
+    bg_size: int = 160  # longest side of the low-resolution image the background is estimated on
+    bg_kernel_frac: float = 1 / 10  # background closing kernel, as a fraction of that side:
+    # wider than the thickest marker stroke of the largest digit we expect
+    min_contrast: float = 0.08  # ink darker than the paper by less than this fraction is not ink
+    noise_k: float = 5.0  # ... nor is ink within this many noise sigmas of the paper
+    strong_frac: float = 0.3  # a piece must reach this fraction of the frame's ink contrast somewhere
+    max_aspect: float = 1.3  # a wider candidate (width / height) is split or rejected
+    max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
+    min_rel_height: float = 0.2  # candidates shorter than this times the median height are specks
+    split: bool = True  # separate touching neighbours at a thin waist
+
+
+@dataclass
+class Candidates:
+    """What detection found, with what preprocessing needs to crop it from the full frame."""
+
+    boxes: np.ndarray  # (N, 4) int32 x, y, w, h in pixels of the original frame
+    masks: list[np.ndarray]  # N uint8 masks (255 = this digit's ink) over boxes_work, working pixels
+    boxes_work: np.ndarray  # (N, 4) int32 x, y, w, h in working pixels
+    scale: float  # working pixels per frame pixel (<= 1)
+    gray: np.ndarray  # (H, W) uint8 frame in grey, ink dark (inverted for light-on-dark scenes)
+    background: np.ndarray  # (h, w) uint8 paper brightness at working resolution, same polarity
+    ink: np.ndarray  # (h, w) uint8 working image: 0 paper .. 255 black ink (relative darkness)
+    mask: np.ndarray  # (h, w) uint8 threshold mask at working resolution (debug view)
+    light_on_dark: bool  # chalk-on-board polarity was chosen
+    threshold: float  # ink level (0..1) of the low hysteresis threshold
+    stroke: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (N,) stroke width, working px
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
-    """BGR, BGRA or gray uint8 -> gray uint8."""
+    """BGR, BGRA or grey (H, W[, 1|3|4]) uint8 -> grey (H, W) uint8."""
     if frame.ndim == 2:
         return frame
+    if frame.shape[2] == 1:
+        return frame[..., 0]
     if frame.shape[2] == 4:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
 
-def ink_mask(gray: np.ndarray) -> np.ndarray:
-    """Gray frame -> uint8 mask, 255 where there is ink (dark on light)."""
-    bg = cv2.medianBlur(cv2.dilate(gray, np.ones((7, 7), np.uint8)), 21)
-    norm = cv2.divide(gray, bg, scale=255)
-    _, mask = cv2.threshold(norm, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    return mask
+def _odd(k: float) -> int:
+    return max(3, int(k) | 1)
+
+
+def is_light_on_dark(work: np.ndarray, cfg: DetectConfig) -> bool:
+    """True when the marks are lighter than their surroundings (chalk, a dark board).
+
+    Against a polarity-neutral background (a median, taken at low resolution where it is cheap
+    and where strokes are thin), writing is a sparse set of strong outliers on one side; paper
+    texture and sensor noise fall on both sides alike.
+    """
+    h, w = work.shape
+    f = min(1.0, 320 / max(h, w))
+    small = cv2.resize(work, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape
+    g = min(1.0, 80 / max(sh, sw))
+    tiny = cv2.resize(small, (max(1, round(sw * g)), max(1, round(sh * g))), interpolation=cv2.INTER_AREA)
+    k = _odd(max(tiny.shape) * cfg.bg_kernel_frac * 1.5)
+    med = cv2.medianBlur(tiny, k)
+    # Near the edge of the sheet or of a shadow the median lies between the two sides and
+    # both look like outliers: leave those places out.
+    ker = np.ones((k, k), np.uint8)
+    flat = (cv2.dilate(med, ker) - cv2.erode(med, ker)) < 255 * cfg.min_contrast
+    med = cv2.resize(med, (sw, sh), interpolation=cv2.INTER_LINEAR)
+    flat = cv2.resize(flat.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    dev = small.astype(np.int16) - med
+    hist = np.bincount(np.abs(dev[flat]), minlength=256)
+    if hist.sum() == 0:
+        return False
+    sigma = 1.4826 * _hist_quantile(hist, 0.5) + 1.0
+    t = max(5.0 * sigma, 255 * cfg.min_contrast)
+    dark = int(np.count_nonzero((dev < -t) & flat))
+    light = int(np.count_nonzero((dev > t) & flat))
+    return light > 1.5 * dark + 0.0005 * dev.size
+
+
+def _hist_quantile(hist: np.ndarray, q: float) -> float:
+    """The q-quantile of integer values 0..len(hist)-1 from their histogram."""
+    c = np.cumsum(hist)
+    return float(np.searchsorted(c, q * c[-1]))
+
+
+def estimate_background(work: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """Paper brightness under the ink, (h, w) uint8, for dark ink: a grey closing at low
+    resolution (wider than any stroke, so the ink vanishes while straight paper edges and
+    shadow edges stay where they are), smoothed and brought back to working size."""
+    h, w = work.shape
+    f = min(1.0, cfg.bg_size / max(h, w))
+    small = cv2.resize(work, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    k = _odd(max(small.shape) * cfg.bg_kernel_frac)
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, ker, borderType=cv2.BORDER_REPLICATE)
+    # Pull the bright side of every edge (sheet against table, light against shadow) in by a
+    # couple of low-resolution pixels, so that resampling never puts bright paper behind the
+    # dark side of the edge, which would read as a line of ink along it.
+    bg = cv2.erode(bg, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    bg = cv2.blur(bg, (3, 3))
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def ink_image(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Relative darkness (uint8): 255 * (background - gray) / background, 0 where brighter.
+
+    Dividing by the background makes ink in a shadow as dark as ink in the light. Where the
+    background is far darker than the paper (the table, a dark corner) the division would
+    blow up noise, so it is capped at half the paper's brightness, and where the background is
+    darker still there is no paper to write on and nothing counts as ink.
+    """
+    paper = float(np.percentile(background[::4, ::4], 90))
+    diff = cv2.subtract(background, gray)
+    div = np.maximum(background, np.uint8(min(255, 0.5 * paper)))
+    ink = cv2.divide(diff, div, scale=255)
+    ink[background < 0.35 * paper] = 0
+    return ink
+
+
+def paper_noise(work: np.ndarray, background: np.ndarray) -> tuple[float, float]:
+    """(offset, sigma) of the paper around its background estimate, in grey levels.
+
+    The brighter half of (image - background) is paper only (ink is darker, never brighter),
+    so its spread is the noise the camera and the paper's texture actually produce here,
+    after the JPEG and the blur, which a high-pass noise estimate would miss.
+    """
+    e = work[::2, ::2].astype(np.int16) - background[::2, ::2]
+    hist = np.bincount((e + 255).ravel(), minlength=511)
+    m = _hist_quantile(hist, 0.5) - 255
+    q = _hist_quantile(hist, 0.75) - 255
+    return m, max((q - m) / 0.674, 1.0)
+
+
+def thresholds(ink: np.ndarray, cfg: DetectConfig) -> tuple[float, float]:
+    """(low, high) hysteresis levels on the ink image.
+
+    low: above the paper's own texture (robust spread of the mostly-paper image) and a minimum
+    contrast. high: a fraction of the strongest ink in the frame, so a faint smudge next to
+    real writing is not ink, while a frame written in faint pencil still is.
+    """
+    hist = cv2.calcHist([ink], [0], None, [256], [0, 256]).ravel()
+    med = _hist_quantile(hist, 0.5)
+    dist = np.abs(np.arange(256) - med)  # median absolute deviation, from the same histogram
+    order = np.argsort(dist, kind="stable")
+    mad = float(dist[order][np.searchsorted(np.cumsum(hist[order]), 0.5 * hist.sum())])
+    low = max(255 * cfg.min_contrast, med + cfg.noise_k * 1.4826 * mad + 2)
+    ref = _hist_quantile(hist, 0.998)
+    high = max(1.6 * low, cfg.strong_frac * ref)
+    return low, high
+
+
+def _union_find(n: int, pairs: np.ndarray) -> np.ndarray:
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        ra, rb = root(int(a)), root(int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([root(i) for i in range(n)])
+
+
+def group_pieces(stats: np.ndarray, ref_h: float) -> np.ndarray:
+    """Group ids (n,) for pieces (n, 5 stats: x, y, w, h, area) that belong to one digit.
+
+    A 5 whose top bar does not touch, a 4 drawn in two strokes, a broken ballpoint line: the
+    pieces overlap a lot horizontally and sit one above the other with a small gap, or one
+    piece's box lies mostly inside the other's.
+    """
+    n = len(stats)
+    if n < 2:
+        return np.zeros(n, np.int64)
+    x, y, w, h = (stats[:, i].astype(np.float32) for i in range(4))
+    x1, y1 = x + w, y + h
+    ox = np.minimum(x1[:, None], x1[None]) - np.maximum(x[:, None], x[None])  # x overlap (n, n)
+    oy = np.minimum(y1[:, None], y1[None]) - np.maximum(y[:, None], y[None])
+    minw = np.minimum(w[:, None], w[None])
+    maxh = np.maximum(h[:, None], h[None])
+    inter = np.clip(ox, 0, None) * np.clip(oy, 0, None)
+    mina = np.minimum((w * h)[:, None], (w * h)[None])
+    union_h = np.maximum(y1[:, None], y1[None]) - np.minimum(y[:, None], y[None])
+    union_w = np.maximum(x1[:, None], x1[None]) - np.minimum(x[:, None], x[None])
+    gap = np.maximum(-oy, 0)
+    stacked = (ox >= 0.5 * minw) & (gap <= 0.25 * maxh) & (union_h <= 1.7 * np.maximum(maxh, ref_h))
+    inside = inter >= 0.6 * mina
+    # A short piece right beside a taller one (the bar of a 7 or a 5 drawn apart), as long as
+    # together they are no wider than a digit: two neighbouring digits are.
+    minh = np.minimum(h[:, None], h[None])
+    near = (np.maximum(-ox, 0) <= 0.2 * ref_h) & (gap <= 0.2 * ref_h)
+    beside = near & (minh < 0.6 * maxh) & (minh < 0.6 * ref_h) & (union_w <= union_h) & (union_h <= 1.3 * maxh)
+    # Never grow a digit out of a piece far bigger than the frame's digits (a paper edge, a
+    # shadow's border): its box may hold digits without them being its pieces.
+    merge = (stacked | inside | beside) & (union_w <= 1.2 * np.maximum(union_h, 0.6 * ref_h))
+    merge &= (union_h <= 2.0 * ref_h) & (union_w <= 2.0 * ref_h)
+    np.fill_diagonal(merge, False)
+    pairs = np.argwhere(np.triu(merge))
+    return _union_find(n, pairs)
+
+
+def _split_columns(m: np.ndarray, stroke: float, max_aspect: float, depth: int = 0) -> list[tuple[int, int]]:
+    """Column ranges [a, b) of a mask (h, w) that hold one digit each: split at the thinnest
+    vertical waist while the part is wider than a digit and the waist is thin."""
+    h, w = m.shape
+    rows = np.flatnonzero(m.any(1))
+    th = rows[-1] - rows[0] + 1 if len(rows) else h
+    if w <= max_aspect * th or depth > 3 or w < 6:
+        return [(0, w)]
+    proj = np.count_nonzero(m, axis=0).astype(np.float32)
+    lo, hi = int(0.25 * w), int(0.75 * w)
+    c = lo + int(np.argmin(proj[lo:hi]))
+    if proj[c] > 1.5 * stroke + 1:
+        return [(0, w)]
+    left = [(a, b) for a, b in _split_columns(m[:, :c], stroke, max_aspect, depth + 1)]
+    right = [(a + c + 1, b + c + 1) for a, b in _split_columns(m[:, c + 1:], stroke, max_aspect, depth + 1)]
+    return left + right
+
+
+def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Candidates:
+    """Frame (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 -> digit candidates."""
+    gray = to_gray(np.asarray(frame))
+    if gray.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 frame, got {gray.dtype}")
+    H, W = gray.shape
+    s = min(1.0, cfg.work_size / max(H, W))
+    work = cv2.resize(gray, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA) if s < 1 \
+        else gray
+    light = is_light_on_dark(work, cfg)
+    if light:
+        gray, work = 255 - gray, 255 - work
+    bg = estimate_background(work, cfg)
+    ink = ink_image(work, bg)
+    low, high = thresholds(ink, cfg)
+    # Relative darkness divides by the background, so in a shadow sensor noise grows with it:
+    # ink must also stand out from the noise in absolute grey levels.
+    m, sigma = paper_noise(work, bg)
+    below = cv2.subtract(bg, work)  # grey levels under the background
+    mask = ((ink > low) & (below > -m + cfg.noise_k * sigma)).astype(np.uint8)
+    h, w = work.shape
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    strong = np.bincount(labels[(ink > high) & (below > -m + 1.6 * cfg.noise_k * sigma)], minlength=n) > 0
+    edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
+    area = stats[:, 4].astype(np.float32)
+    perim = np.bincount(labels[edge > 0], minlength=n).astype(np.float32)
+    min_h = max(cfg.min_height_px, cfg.min_height_frac * max(h, w))
+    keep = strong & (area >= 3) & ((stats[:, 3] >= 0.15 * min_h) | (stats[:, 2] >= 0.15 * min_h))
+    keep[0] = False
+    ids = np.flatnonzero(keep)
+    if len(ids) > 400:  # a noise frame: keep the biggest pieces, bounded work
+        ids = ids[np.argsort(-area[ids])[:400]]
+    empty = Candidates(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32), s, gray, bg, ink,
+                       mask * 255, light, low / 255)
+    if len(ids) == 0:
+        return empty
+    st = stats[ids]
+    big = st[:, 3] >= min_h
+    ref_h = float(np.median(st[big, 3])) if big.any() else min_h
+    groups = group_pieces(st, ref_h)
+
+    # One record per group: box, area, boundary length, member pieces.
+    gids = np.unique(groups)
+    boxes, members = [], []
+    for g in gids:
+        sel = groups == g
+        x0, y0 = st[sel, 0].min(), st[sel, 1].min()
+        x1, y1 = (st[sel, 0] + st[sel, 2]).max(), (st[sel, 1] + st[sel, 3]).max()
+        boxes.append((x0, y0, x1 - x0, y1 - y0))
+        members.append(ids[sel])
+    boxes = np.array(boxes, np.int32)
+    g_area = np.array([area[m].sum() for m in members], np.float32)
+    g_perim = np.array([perim[m].sum() for m in members], np.float32)
+    stroke = 2 * g_area / np.maximum(g_perim, 1)
+
+    # Split wide groups at thin waists, then test every part's shape.
+    out_boxes, out_masks, out_stroke = [], [], []
+    for (x, y, bw, bh), mem, sw in zip(boxes, members, stroke):
+        if bh < 0.6 * min_h and bw < 0.6 * min_h:
+            continue
+        lab = labels[y:y + bh, x:x + bw]
+        m = np.isin(lab, mem)
+        cols = _split_columns(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [(0, bw)]
+        for a, b in cols:
+            part = m[:, a:b]
+            rr = np.flatnonzero(part.any(1))
+            cc = np.flatnonzero(part.any(0))
+            if len(rr) == 0:
+                continue
+            part = part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1]
+            out_boxes.append((x + a + cc[0], y + rr[0], part.shape[1], part.shape[0]))
+            out_masks.append(part.astype(np.uint8) * 255)
+            out_stroke.append(sw)
+    if not out_boxes:
+        return empty
+    bx = np.array(out_boxes, np.int32)
+    sw = np.array(out_stroke, np.float32)
+    keep = plausible(bx, out_masks, sw, (h, w), min_h, cfg)
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(-(bx[idx, 3].astype(np.int64) * bx[idx, 2]), kind="stable")][: cfg.max_digits]
+    idx = np.sort(idx)
+    bx = bx[idx]
+    full = np.round(bx / s).astype(np.int32)
+    full[:, 2:] = np.maximum(full[:, 2:], 1)
+    return Candidates(full, [out_masks[i] for i in idx], bx, s, gray, bg, ink, mask * 255, light, low / 255, sw[idx])
+
+
+def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, shape: tuple[int, int],
+              min_h: float, cfg: DetectConfig) -> np.ndarray:
+    """(N,) bool: which candidates have the shape of a handwritten digit.
+
+    Rejected: too small or too tall; wider than a digit; solid blobs (a fingertip, a dark table
+    corner); hair-thin long lines (a paper edge, a ruler); anything touching the frame's edge;
+    specks much smaller than the frame's other digits.
+    """
+    h, w = shape
+    x, y, bw, bh = (boxes[:, i].astype(np.float32) for i in range(4))
+    area = np.array([np.count_nonzero(m) for m in masks], np.float32)
+    fill = area / np.maximum(bw * bh, 1)
+    ok = (bh >= min_h) & (bh <= cfg.max_height_frac * h)
+    ok &= bw <= 1.6 * cfg.max_aspect * bh  # a slanted or wide digit, not a line
+    ok &= stroke <= cfg.max_stroke_frac * bh
+    thin = bw <= 3 * stroke + 2  # a '1': a single stroke, its box is full of ink
+    ok &= thin | (fill <= 0.85)
+    ok &= bh <= 12 * np.maximum(bw, stroke)  # a hair-thin long line is not a '1'
+    # Whatever touches the frame's edge is cut off by it: the table, the sheet's border, or a
+    # digit only partly in view, which cannot be read reliably either.
+    ok &= (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    if ok.sum() >= 3:
+        ref = float(np.median(bh[ok]))
+        ok &= bh >= cfg.min_rel_height * ref
+    return ok
 
 
 def detect(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """Frame (H, W[, C]) uint8 -> (boxes (N, 4) int32 x, y, w, h in frame pixels, mask at work size)."""
-    gray = to_gray(frame)
-    h, w = gray.shape
-    s = min(1.0, cfg.work_size / max(h, w))
-    small = cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else gray
-    mask = ink_mask(small)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    boxes = []
-    sh = small.shape[0]
-    for x, y, bw, bh, area in stats[1:]:
-        if bh < cfg.min_height_frac * sh or bh > 0.9 * sh or bw > 1.5 * bh or area < 10:
-            continue
-        boxes.append([x / s, y / s, bw / s, bh / s])
-    boxes = np.array(boxes, np.float32).reshape(-1, 4).round().astype(np.int32)
-    return boxes[: cfg.max_digits], mask
+    """Frame -> (boxes (N, 4) int32 x, y, w, h in frame pixels, threshold mask at work size)."""
+    c = find_candidates(frame, cfg)
+    return c.boxes, c.mask

@@ -1,21 +1,133 @@
-"""Crops of a frame -> the (N, 1, 28, 28) MNIST-format batch the model expects."""
+"""Digit candidates of a frame -> the (N, 1, 28, 28) MNIST-format batch the model expects.
+
+Each crop is cut from the full-resolution frame (not the working copy detection ran on), its
+paper divided out by the background detection estimated, its ink level stretched so the stroke
+core is white like MNIST's, its neighbours' ink masked away, its stroke width brought to
+MNIST's, and then fitted and centred by backend.mnist, the geometry training shares.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import cv2
 import numpy as np
 
-from .detect import ink_mask, to_gray
-from .mnist import fit_and_centre, normalize
+from .detect import Candidates, DetectConfig, find_candidates
+from .mnist import FIT_SIZE, IMG_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
 
-def crops_to_mnist(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Frame and (N, 4) x, y, w, h boxes -> (N, 28, 28) uint8 white-on-black MNIST digits."""
-    gray = to_gray(frame)
-    out = np.zeros((len(boxes), 28, 28), np.uint8)
-    for i, (x, y, w, h) in enumerate(boxes):
-        crop = gray[y:y + h, x:x + w]
-        out[i] = fit_and_centre(ink_mask(crop))
+@dataclass
+class PreprocessConfig:
+    stroke_norm: bool = True  # bring stroke width to MNIST's (ballpoint and marker look alike)
+    canvas: int = 3  # stroke width is measured and changed at this multiple of the 20 px fit
+    ink_lo: float = 0.3  # ink below this fraction of the digit's own ink level is background...
+    ink_hi: float = 0.7  # ...and above this fraction it is full white, like MNIST's stroke cores
+
+
+def _ink_crop(c: Candidates, i: int, cfg: PreprocessConfig) -> np.ndarray:
+    """Candidate i as a tight (h, w) float32 ink image in [0, 1] at full resolution."""
+    x, y, w, h = (int(v) for v in c.boxes[i])
+    H, W = c.gray.shape
+    pad = int(np.ceil(1.0 / c.scale)) + 1
+    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
+    g = c.gray[y0:y1, x0:x1].astype(np.float32)
+    # The background at working resolution, over the same region, brought to crop size.
+    s = c.scale
+    bh, bw = c.background.shape
+    bx0, by0 = min(int(x0 * s), bw - 1), min(int(y0 * s), bh - 1)
+    bx1, by1 = max(bx0 + 1, min(bw, int(np.ceil(x1 * s)))), max(by0 + 1, min(bh, int(np.ceil(y1 * s))))
+    bg = cv2.resize(c.background[by0:by1, bx0:bx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    ink = 1.0 - g / np.maximum(bg.astype(np.float32), 1.0)
+    # This digit's own pieces, grown by a working pixel, at full resolution.
+    m = cv2.resize(c.masks[i], (w, h), interpolation=cv2.INTER_NEAREST)
+    m = cv2.copyMakeBorder(m, y - y0, y1 - y - h, x - x0, x1 - x - w, cv2.BORDER_CONSTANT, value=0)
+    m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad - 1, 2 * pad - 1)))
+    inside = ink[m > 0]
+    level = float(np.percentile(inside, 90)) if inside.size else 1.0
+    lo, hi = cfg.ink_lo * level, cfg.ink_hi * level
+    out = np.clip((ink - lo) / max(hi - lo, 1e-3), 0, 1)
+    out[m == 0] = 0
+    return _tight(out)
+
+
+def _tight(img: np.ndarray, thresh: float = 0.1) -> np.ndarray:
+    rows = np.flatnonzero((img > thresh).any(1))
+    cols = np.flatnonzero((img > thresh).any(0))
+    if len(rows) == 0:
+        return img[:0, :0]
+    return img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def stroke_width(binary: np.ndarray) -> float:
+    """Mean stroke width in pixels of a binary (h, w) uint8 {0, 1} image: 2 * area / boundary."""
+    area = int(np.count_nonzero(binary))
+    if area == 0:
+        return 0.0
+    boundary = area - int(np.count_nonzero(cv2.erode(binary, np.ones((3, 3), np.uint8))))
+    return 2.0 * area / max(boundary, 1)
+
+
+def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Tight (h, w) float32 ink in [0, 1] -> tight uint8 white-on-black digit whose stroke is as
+    wide, relative to its 20 px fit, as MNIST's (measured the same way as MNIST_STROKE)."""
+    h, w = digit.shape
+    if h == 0 or w == 0:
+        return np.zeros((0, 0), np.uint8)
+    side = FIT_SIZE * cfg.canvas
+    f = side / max(h, w)
+    nw, nh = max(1, round(w * f)), max(1, round(h * f))
+    img = cv2.resize(digit, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    # Shrinking a large digit drawn with a thin pen leaves a faint hairline: stretch it back so
+    # that the stroke core is full white, as in MNIST, before measuring its width.
+    on = img[img > 0.05]
+    if on.size:
+        img = np.clip(img * (1.0 / max(float(np.percentile(on, 90)), 0.2)), 0, 1)
+    if cfg.stroke_norm:
+        target = MNIST_STROKE * cfg.canvas
+        sw = stroke_width((img > 0.5).astype(np.uint8))
+        d = target - sw
+        if d >= 1.0:
+            k = int(round(d)) + 1
+            img = cv2.copyMakeBorder(img, k, k, k, k, cv2.BORDER_CONSTANT, value=0)
+            img = cv2.dilate(img, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        elif d <= -1.0:
+            # Thin a bold marker stroke, but never below most of MNIST's width (keep it whole).
+            k = int(round(min(-d, sw - 0.7 * target))) + 1
+            if k >= 2:
+                img = cv2.erode(img, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return (_tight(img) * 255).astype(np.uint8)
+
+
+def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+    """Detection candidates -> (N, 28, 28) uint8 white-on-black MNIST-format digits."""
+    out = np.zeros((len(c.boxes), IMG_SIZE, IMG_SIZE), np.uint8)
+    for i in range(len(c.boxes)):
+        out[i] = fit_and_centre(normalise_stroke(_ink_crop(c, i, cfg), cfg))
     return out
 
 
+def crops_to_mnist(frame: np.ndarray, boxes: np.ndarray, cfg: PreprocessConfig = PreprocessConfig(),
+                   detect_cfg: DetectConfig = DetectConfig()) -> np.ndarray:
+    """Frame and (N, 4) x, y, w, h boxes (frame pixels) -> (N, 28, 28) uint8 MNIST digits.
+
+    For boxes that came from elsewhere (a tracker, a user's selection): all ink inside each box
+    counts as the digit.
+    """
+    c = find_candidates(frame, detect_cfg)
+    boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
+    s = c.scale
+    masks, work = [], []
+    for x, y, w, h in boxes:
+        wx, wy = int(x * s), int(y * s)
+        ww, wh = max(1, int(np.ceil((x + w) * s)) - wx), max(1, int(np.ceil((y + h) * s)) - wy)
+        masks.append(np.where(c.mask[wy:wy + wh, wx:wx + ww] > 0, 255, 0).astype(np.uint8).reshape(wh, ww)
+                     if c.mask[wy:wy + wh, wx:wx + ww].size == wh * ww else np.full((wh, ww), 255, np.uint8))
+        work.append((wx, wy, ww, wh))
+    c = Candidates(boxes, masks, np.array(work, np.int32).reshape(-1, 4), s, c.gray, c.background, c.ink, c.mask,
+                   c.light_on_dark, c.threshold)
+    return candidates_to_mnist(c, cfg)
+
+
 def to_batch(digits28: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32 normalised as in training."""
     return normalize(digits28)

@@ -1,0 +1,70 @@
+"""Reading order: digits grouped into lines and numbers, left to right, top to bottom.
+
+A line is grown left to right, each digit joining the line whose rightmost digit it overlaps
+most vertically, so a sheet held at a slant still reads line by line. Inside a line a gap wider
+than a fraction of the digit height starts a new number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Reading:
+    order: np.ndarray  # (N,) int64 indices of the boxes in reading order
+    line: np.ndarray  # (N,) int64 line of each box (0 = top), indexed like the boxes
+    number: np.ndarray  # (N,) int64 number of each box, counted over the whole frame in reading order
+    numbers: list[str]  # the numbers read, in reading order (empty when no digits are given)
+    lines: list[list[int]]  # per line, its numbers' positions in `numbers`
+
+
+def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overlap: float = 0.4,
+                  number_gap: float = 0.55) -> Reading:
+    """boxes (N, 4) x, y, w, h; digits (N,) ints or None.
+
+    min_overlap: vertical overlap, as a fraction of the shorter box, that puts two neighbours on
+    one line. number_gap: a horizontal gap wider than this times the line's median digit height
+    separates two numbers.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    n = len(boxes)
+    if n == 0:
+        z = np.zeros(0, np.int64)
+        return Reading(z, z.copy(), z.copy(), [], [])
+    x, y, w, h = boxes.T
+    chains: list[list[int]] = []
+    for i in np.lexsort((y, x)):  # left to right
+        best, best_ov = -1, 0.0
+        for k, ch in enumerate(chains):
+            j = ch[-1]
+            ov = min(y[i] + h[i], y[j] + h[j]) - max(y[i], y[j])
+            ov /= max(min(h[i], h[j]), 1e-6)
+            if ov >= min_overlap and ov > best_ov:
+                best, best_ov = k, ov
+        if best < 0:
+            chains.append([int(i)])
+        else:
+            chains[best].append(int(i))
+    chains.sort(key=lambda ch: float(np.median(y[ch] + h[ch] / 2)))
+
+    line = np.zeros(n, np.int64)
+    number = np.zeros(n, np.int64)
+    order, numbers, lines = [], [], []
+    for li, ch in enumerate(chains):
+        med_h = float(np.median(h[ch]))
+        line_nums = [len(numbers)]
+        numbers.append("")
+        for k, i in enumerate(ch):
+            if k and x[i] - (x[ch[k - 1]] + w[ch[k - 1]]) > number_gap * med_h:
+                line_nums.append(len(numbers))
+                numbers.append("")
+            line[i], number[i] = li, len(numbers) - 1
+            if digits is not None:
+                numbers[-1] += str(int(digits[i]))
+            order.append(i)
+        lines.append(line_nums)
+    if digits is None:
+        numbers = []
+    return Reading(np.array(order, np.int64), line, number, numbers, lines)
