@@ -7,7 +7,8 @@ noise and JPEG-compressed like a webcam frame. A fixed seed gives the same frame
 
 `DemoScene` is the same sheet gently moving in front of a still camera, for a camera-free demo.
 `pipeline_crops` turns scenes into (28x28 crop, label) pairs that went through the real
-detection and preprocessing, for fine-tuning the model on what it sees at run time.
+detection and preprocessing, for fine-tuning the model on what it sees at run time (drawn from
+MNIST's training images, so the test set stays unseen).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+
+from .detect import DetectConfig, find_candidates
+from .preprocess import PreprocessConfig, candidates_to_mnist
 
 # Colours are BGR.
 PAPERS = [(245, 245, 245), (232, 236, 240), (200, 225, 240), (215, 215, 210), (235, 225, 205),
@@ -59,8 +63,9 @@ class Scene:
         return "/".join(" ".join("".join(str(self.labels[i]) for i in num) for num in line) for line in self.lines)
 
 
-def load_mnist_test(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST test images (10000, 28, 28) uint8 and labels (10000,) int64, from a local copy."""
+def load_mnist_test(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST test (or, with train, training) images (N, 28, 28) uint8 and labels (N,) int64,
+    from a local copy (never downloaded: scenes are rendered offline)."""
     from torchvision import datasets
 
     from .data import resolve_data_dir
@@ -68,7 +73,7 @@ def load_mnist_test(data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray
 
     root = resolve_data_dir(data_dir)
     try:
-        ds = datasets.MNIST(root=str(root), train=False, download=False)
+        ds = datasets.MNIST(root=str(root), train=train, download=False)
     except Exception:
         raise UserError(f"MNIST not found in {root}; point --data-dir or $DIGITS_DATA_DIR at a folder "
                         "holding MNIST/raw/") from None
@@ -239,6 +244,43 @@ def blank_scene(rng: np.random.Generator, cfg: SceneConfig = SceneConfig(), kind
     if kind == "plain":
         c.table_p, c.shadow_p = 0.0, 0.0
     return render_scene(rng, *no_digits, c).image
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over union of x, y, w, h boxes a (N, 4) and b (M, 4)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    iy = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, train: bool = True,
+                   cfg: SceneConfig = SceneConfig(), detect_cfg: DetectConfig = DetectConfig(),
+                   preprocess_cfg: PreprocessConfig = PreprocessConfig(),
+                   min_iou: float = 0.5) -> Iterator[tuple[np.ndarray, int]]:
+    """(crop (28, 28) uint8 white on black, label) for every digit of `n_scenes` synthetic scenes
+    that detection found (IoU >= min_iou with its true box), after the very preprocessing used at
+    run time: what the model sees from a camera, with the right answer.
+
+    Digits come from MNIST's training images by default, so fine-tuning on these crops never
+    sees the test set that accuracy is reported on.
+    """
+    images, labels = load_mnist_test(data_dir, train=train)
+    rng = np.random.default_rng(seed)
+    for _ in range(n_scenes):
+        scene = render_scene(rng, images, labels, cfg)
+        cand = find_candidates(scene.image, detect_cfg)
+        if len(cand.boxes) == 0 or len(scene.boxes) == 0:
+            continue
+        crops = candidates_to_mnist(cand, preprocess_cfg)
+        iou = box_iou(cand.boxes, scene.boxes)  # (candidates, truths)
+        best = iou.argmax(1)
+        for i in range(len(crops)):
+            if iou[i, best[i]] >= min_iou:
+                yield crops[i], int(scene.labels[best[i]])
 
 
 class DemoScene:
