@@ -36,6 +36,9 @@ class DetectConfig:
     max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
     min_rel_height: float = 0.2  # candidates shorter than this times the median height are specks
     split: bool = True  # separate touching neighbours at a thin waist
+    line_frac_w: float = 0.4  # horizontal lines longer than this fraction of the width are not ink
+    line_frac_h: float = 0.6  # nor are vertical lines longer than this fraction of the height
+    max_width_frac: float = 0.7  # a digit is at most this fraction of the frame width
 
 
 @dataclass
@@ -117,7 +120,10 @@ def estimate_background(work: np.ndarray, cfg: DetectConfig) -> np.ndarray:
     small = cv2.resize(work, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
     k = _odd(max(small.shape) * cfg.bg_kernel_frac)
     ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    bg = cv2.morphologyEx(small, cv2.MORPH_CLOSE, ker, borderType=cv2.BORDER_REPLICATE)
+    # Whatever meets the frame's edge (the table beside the sheet) is taken to go on beyond it,
+    # so a strip of table narrower than the kernel is not filled in as paper.
+    pad = cv2.copyMakeBorder(small, k, k, k, k, cv2.BORDER_REPLICATE)
+    bg = cv2.morphologyEx(pad, cv2.MORPH_CLOSE, ker)[k:-k, k:-k]
     # Pull the bright side of every edge (sheet against table, light against shadow) in by a
     # couple of low-resolution pixels, so that resampling never puts bright paper behind the
     # dark side of the edge, which would read as a line of ink along it.
@@ -227,22 +233,59 @@ def group_pieces(stats: np.ndarray, ref_h: float) -> np.ndarray:
     return _union_find(n, pairs)
 
 
-def _split_columns(m: np.ndarray, stroke: float, max_aspect: float, depth: int = 0) -> list[tuple[int, int]]:
-    """Column ranges [a, b) of a mask (h, w) that hold one digit each: split at the thinnest
-    vertical waist while the part is wider than a digit and the waist is thin."""
-    h, w = m.shape
+def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int = 0) -> list[np.ndarray]:
+    """Masks (each like m, a bool (h, w) mask of one candidate) that hold one digit each.
+
+    While the ink is wider than a digit, cut it at its thinnest vertical waist (in the middle
+    half, and no thicker than a stroke and a half: touching digits, not one wide digit's body).
+    The cut column is taken out and every piece left is given to the side its centre lies on,
+    so a 3 whose arcs reach back over a neighbouring 0 keeps its arcs.
+    """
+    cols = np.flatnonzero(m.any(0))
     rows = np.flatnonzero(m.any(1))
-    th = rows[-1] - rows[0] + 1 if len(rows) else h
+    if len(cols) == 0:
+        return []
+    w = cols[-1] - cols[0] + 1
+    th = rows[-1] - rows[0] + 1
     if w <= max_aspect * th or depth > 3 or w < 6:
-        return [(0, w)]
+        return [m]
     proj = np.count_nonzero(m, axis=0).astype(np.float32)
-    lo, hi = int(0.25 * w), int(0.75 * w)
+    lo, hi = cols[0] + int(0.25 * w), cols[0] + int(0.75 * w)
     c = lo + int(np.argmin(proj[lo:hi]))
     if proj[c] > 1.5 * stroke + 1:
-        return [(0, w)]
-    left = [(a, b) for a, b in _split_columns(m[:, :c], stroke, max_aspect, depth + 1)]
-    right = [(a + c + 1, b + c + 1) for a, b in _split_columns(m[:, c + 1:], stroke, max_aspect, depth + 1)]
-    return left + right
+        return [m]
+    cut = m.copy()
+    cut[:, max(0, c - 1):c + 2] = False
+    n, lab, st, cen = cv2.connectedComponentsWithStats(cut.astype(np.uint8), connectivity=8)
+    right_ids = np.flatnonzero(cen[:, 0] > c)
+    right = np.isin(lab, right_ids[right_ids > 0])
+    left = cut & ~right
+    # The waist itself goes to both sides' neighbours: give it back to whichever side touches it.
+    waist = m & ~cut
+    left |= waist & (np.arange(m.shape[1]) < c)[None]
+    right |= waist & (np.arange(m.shape[1]) >= c)[None]
+    if not left.any() or not right.any():
+        return [m]
+    return (split_touching(left, stroke, max_aspect, depth + 1)
+            + split_touching(right, stroke, max_aspect, depth + 1))
+
+
+def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
+    """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
+    stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel; None if there are none.
+    Only pieces at least that long are looked at, so frames without lines cost nothing."""
+    h, w = mask.shape
+    lh, lv = max(3, int(cfg.line_frac_w * w)), max(3, int(cfg.line_frac_h * h))
+    long_h = stats[1:, 2] >= lh
+    long_v = stats[1:, 3] >= lv
+    if not (long_h.any() or long_v.any()):
+        return None
+    lines = np.zeros_like(mask)
+    if long_h.any():
+        lines |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, lh), np.uint8))
+    if long_v.any():
+        lines |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((lv, 1), np.uint8))
+    return cv2.dilate(lines, np.ones((3, 3), np.uint8))
 
 
 def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Candidates:
@@ -268,6 +311,10 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     h, w = work.shape
 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    lines = line_mask(mask, stats, cfg)
+    if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
+        mask = cv2.subtract(mask, lines)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     strong = np.bincount(labels[(ink > high) & (below > -m + 1.6 * cfg.noise_k * sigma)], minlength=n) > 0
     edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
     area = stats[:, 4].astype(np.float32)
@@ -308,15 +355,14 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
             continue
         lab = labels[y:y + bh, x:x + bw]
         m = np.isin(lab, mem)
-        cols = _split_columns(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [(0, bw)]
-        for a, b in cols:
-            part = m[:, a:b]
+        parts = split_touching(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [m]
+        for part in parts:
             rr = np.flatnonzero(part.any(1))
             cc = np.flatnonzero(part.any(0))
             if len(rr) == 0:
                 continue
             part = part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1]
-            out_boxes.append((x + a + cc[0], y + rr[0], part.shape[1], part.shape[0]))
+            out_boxes.append((x + cc[0], y + rr[0], part.shape[1], part.shape[0]))
             out_masks.append(part.astype(np.uint8) * 255)
             out_stroke.append(sw)
     if not out_boxes:
@@ -345,7 +391,7 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     x, y, bw, bh = (boxes[:, i].astype(np.float32) for i in range(4))
     area = np.array([np.count_nonzero(m) for m in masks], np.float32)
     fill = area / np.maximum(bw * bh, 1)
-    ok = (bh >= min_h) & (bh <= cfg.max_height_frac * h)
+    ok = (bh >= min_h) & (bh <= cfg.max_height_frac * h) & (bw <= cfg.max_width_frac * w)
     ok &= bw <= 1.6 * cfg.max_aspect * bh  # a slanted or wide digit, not a line
     ok &= stroke <= cfg.max_stroke_frac * bh
     thin = bw <= 3 * stroke + 2  # a '1': a single stroke, its box is full of ink

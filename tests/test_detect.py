@@ -1,0 +1,177 @@
+"""Detection: every digit of a synthetic scene found, nothing found where there is no digit."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from backend import synth
+from backend.detect import DetectConfig, detect, find_candidates, to_gray
+
+PAPER = (235, 238, 240)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    return synth.load_mnist_test(str(mnist_dir))
+
+
+def sheet(h: int = 480, w: int = 640, value=PAPER) -> np.ndarray:
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = value
+    return img
+
+
+def stamp(img: np.ndarray, digit28: np.ndarray, x: int, y: int, height: int, ink=(30, 30, 30)) -> None:
+    """Write an MNIST digit `height` pixels tall with its top-left ink at (x, y)."""
+    ys, xs = np.nonzero(digit28 > 40)
+    d = digit28[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
+    w = max(2, round(d.shape[1] * height / d.shape[0]))
+    a = np.clip(cv2.resize(d, (w, height), interpolation=cv2.INTER_CUBIC) * 1.5 - 0.25, 0, 1)[..., None]
+    roi = img[y:y + height, x:x + w].astype(np.float32)
+    img[y:y + height, x:x + w] = (roi + a * (np.float32(ink) - roi)).astype(np.uint8)
+
+
+def first(digits, label: int) -> np.ndarray:
+    images, labels = digits
+    return images[np.flatnonzero(labels == label)[0]]
+
+
+def matched(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) -> int:
+    if len(truth) == 0 or len(found) == 0:
+        return 0
+    return int((synth.box_iou(truth, found).max(1) >= min_iou).sum())
+
+
+def test_recall_on_synthetic_scenes(digits):
+    truth = found = extra = 0
+    for sc in synth.scenes(14, seed=2024, digits=digits):
+        boxes = find_candidates(sc.image).boxes
+        truth += len(sc.boxes)
+        found += matched(sc.boxes, boxes)
+        extra += len(boxes) - matched(boxes, sc.boxes)
+    assert truth >= 50
+    assert found / truth >= 0.99, f"recall {found}/{truth}"
+    assert extra <= 0.03 * truth
+
+
+@pytest.mark.parametrize("kind", ["paper", "plain", "noise"])
+def test_nothing_on_frames_without_digits(kind):
+    rng = np.random.default_rng(11)
+    for _ in range(8):
+        assert len(find_candidates(synth.blank_scene(rng, kind=kind)).boxes) == 0
+
+
+def _non_digit_scenes() -> dict[str, np.ndarray]:
+    table = sheet(value=(60, 80, 110))
+    paper_on_table = table.copy()
+    cv2.fillConvexPoly(paper_on_table, np.int32([[80, 40], [600, 60], [580, 470], [60, 440]]), PAPER)
+    finger = sheet()
+    cv2.ellipse(finger, (420, 330), (45, 110), 20, 0, 360, (120, 150, 190), -1)  # a fingertip, skin colour
+    finger = cv2.GaussianBlur(finger, (0, 0), 3)
+    lines = sheet()
+    cv2.line(lines, (40, 100), (600, 110), (40, 40, 40), 2)  # a ruled line
+    cv2.line(lines, (320, 20), (325, 460), (40, 40, 40), 1)  # a fold, a ruler's edge
+    dots = sheet()
+    rng = np.random.default_rng(0)
+    for x, y in rng.integers(20, 460, (40, 2)):
+        cv2.circle(dots, (int(x), int(y)), 1, (50, 50, 50), -1)
+    border = sheet()
+    cv2.rectangle(border, (0, 0), (639, 479), (20, 20, 20), 12)  # a dark frame around the picture
+    shadow = sheet()
+    shadow[:, 300:] = (shadow[:, 300:] * 0.55).astype(np.uint8)
+    shadow = cv2.GaussianBlur(shadow, (0, 0), 4)
+    return {"paper_on_table": paper_on_table, "finger": finger, "lines": lines, "dots": dots,
+            "border": border, "shadow_edge": shadow}
+
+
+@pytest.mark.parametrize("name", list(_non_digit_scenes()))
+def test_non_digits_rejected(name):
+    assert len(find_candidates(_non_digit_scenes()[name]).boxes) == 0
+
+
+@pytest.mark.parametrize("convert", [
+    lambda f: f,
+    lambda f: cv2.cvtColor(f, cv2.COLOR_BGR2BGRA),
+    lambda f: cv2.cvtColor(f, cv2.COLOR_BGR2GRAY),
+    lambda f: cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)[..., None],
+])
+def test_colour_formats_give_the_same_boxes(digits, convert):
+    sc = next(synth.scenes(1, seed=5, digits=digits))
+    boxes = find_candidates(convert(sc.image)).boxes
+    assert np.array_equal(boxes, find_candidates(sc.image).boxes)
+    assert matched(sc.boxes, boxes) == len(sc.boxes)
+
+
+def test_pieces_of_one_digit_become_one_box():
+    img = sheet()
+    # A 5 whose top bar does not touch its body.
+    cv2.line(img, (110, 100), (160, 100), (30, 30, 30), 4)
+    cv2.line(img, (112, 110), (110, 140), (30, 30, 30), 4)
+    cv2.ellipse(img, (128, 165), (26, 28), 0, 200, 500, (30, 30, 30), 4)
+    # A 4 in two strokes: an open angle and a separate vertical.
+    cv2.polylines(img, [np.int32([[300, 95], [280, 160], [335, 160]])], False, (30, 30, 30), 4)
+    cv2.line(img, (322, 110), (322, 200), (30, 30, 30), 4)
+    boxes = find_candidates(img).boxes
+    assert len(boxes) == 2
+    x = sorted(boxes[:, 0])
+    assert abs(x[0] - 100) < 15 and abs(x[1] - 278) < 10
+
+
+def test_touching_neighbours_are_split(digits):
+    img = sheet()
+    zero, three = first(digits, 0), first(digits, 3)
+    stamp(img, zero, 200, 150, 90)
+    # The 3 starts just where the 0 ends, so their strokes touch: one piece of ink.
+    ys, xs = np.nonzero(zero > 40)
+    x0 = 200 + round((np.ptp(xs) + 1) * 90 / (np.ptp(ys) + 1)) - 7
+    stamp(img, three, x0, 150, 90)
+    c = find_candidates(img)
+    n, _ = cv2.connectedComponents((to_gray(img) < 128).astype(np.uint8))
+    assert n - 1 == 1 and len(c.boxes) == 2
+    assert abs(int(c.boxes[:, 0].min()) - 200) <= 3 and abs(int(c.boxes[:, 0].max()) - x0) <= 15
+
+
+def test_big_and_small_digits_in_one_frame(digits):
+    img = sheet(720, 1280)
+    stamp(img, first(digits, 3), 80, 80, 380)  # a close-up filling half the frame
+    xs = []
+    for i in range(20):  # a row of twenty small ones
+        x = 40 + 60 * i
+        stamp(img, first(digits, i % 10), x, 560, 36)
+        xs.append(x)
+    boxes = find_candidates(img).boxes
+    big = boxes[boxes[:, 3] > 300]
+    small = boxes[boxes[:, 3] < 60]
+    assert len(big) == 1 and len(small) == 20 and len(boxes) == 21
+
+
+def test_light_on_dark_board(digits):
+    img = sheet(value=(40, 55, 40))
+    for i, d in enumerate((2, 0, 2, 4)):
+        stamp(img, first(digits, d), 120 + 100 * i, 180, 80, ink=(230, 230, 230))
+    c = find_candidates(img)
+    assert c.light_on_dark and len(c.boxes) == 4
+
+
+def test_boxes_in_original_pixels_at_any_size(digits):
+    sc = next(synth.scenes(1, seed=9, digits=digits))
+    big = cv2.resize(sc.image, None, fx=3, fy=3, interpolation=cv2.INTER_LINEAR)  # 1920 x 1440
+    c = find_candidates(big)
+    assert c.scale == pytest.approx(640 / 1920)
+    assert matched(sc.boxes * 3, c.boxes) == len(sc.boxes)
+
+
+def test_max_digits_bounds_the_work(digits):
+    img = sheet()
+    for i in range(30):
+        stamp(img, first(digits, i % 10), 30 + 60 * (i % 10), 40 + 140 * (i // 10), 50)
+    assert len(find_candidates(img).boxes) == 30
+    assert len(find_candidates(img, DetectConfig(max_digits=7)).boxes) == 7
+
+
+def test_detect_returns_boxes_and_mask(digits):
+    sc = next(synth.scenes(1, seed=4, digits=digits))
+    boxes, mask = detect(sc.image)
+    assert boxes.dtype == np.int32 and boxes.shape[1] == 4
+    assert mask.shape == to_gray(sc.image).shape and mask.dtype == np.uint8

@@ -1,0 +1,63 @@
+"""Synthetic scenes: deterministic, boxes that hold their digits, a moving demo sheet."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend import synth
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    return synth.load_mnist_test(str(mnist_dir))
+
+
+def test_same_seed_same_scenes(digits):
+    a = list(synth.scenes(3, seed=7, digits=digits))
+    b = list(synth.scenes(3, seed=7, digits=digits))
+    c = list(synth.scenes(3, seed=8, digits=digits))
+    for x, y in zip(a, b):
+        assert np.array_equal(x.image, y.image)
+        assert np.array_equal(x.boxes, y.boxes) and np.array_equal(x.labels, y.labels)
+    assert not all(np.array_equal(x.image, z.image) for x, z in zip(a, c))
+
+
+def test_scene_contents(digits):
+    for sc in synth.scenes(6, seed=3, digits=digits):
+        H, W = sc.image.shape[:2]
+        assert sc.image.dtype == np.uint8 and sc.image.shape == (480, 640, 3)
+        assert sc.boxes.dtype == np.int32 and sc.boxes.shape == (len(sc.labels), 4)
+        x, y, w, h = sc.boxes.T
+        assert (x > 0).all() and (y > 0).all() and (x + w < W).all() and (y + h < H).all()
+        assert sorted(i for line in sc.lines for num in line for i in num) == list(range(len(sc.labels)))
+        assert sc.text.replace("/", "").replace(" ", "") == "".join(
+            str(sc.labels[i]) for line in sc.lines for num in line for i in num)
+
+
+@pytest.mark.parametrize("kind", ["paper", "plain", "noise"])
+def test_blank_scene(kind):
+    img = synth.blank_scene(np.random.default_rng(0), kind=kind)
+    assert img.shape == (480, 640, 3) and img.dtype == np.uint8
+
+
+def test_demo_scene_moves(digits):
+    demo = synth.DemoScene(digits=digits, size=(320, 240))
+    f0, f1 = demo.next_frame(), demo.next_frame()
+    for _ in range(20):
+        f2 = demo.next_frame()
+    assert f0.shape == (240, 320, 3) and f0.dtype == np.uint8
+    assert np.abs(f0.astype(int) - f2.astype(int)).mean() > np.abs(f0.astype(int) - f1.astype(int)).mean()
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5]])
+    assert np.allclose(synth.box_iou(a, b), [[1.0, 50 / 150, 0.0]])
+
+
+def test_pipeline_crops_are_labelled_mnist_crops(mnist_dir):
+    pairs = list(synth.pipeline_crops(3, seed=0, data_dir=str(mnist_dir), train=False))
+    assert len(pairs) >= 5
+    for crop, label in pairs:
+        assert crop.shape == (28, 28) and crop.dtype == np.uint8 and 0 <= label <= 9
+        assert crop.max() >= 200 and crop[[0, -1]].max() < 64  # white digit, black margin
