@@ -275,7 +275,13 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
     stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel; None if there are none.
     Only pieces at least that long are looked at, so frames without lines cost nothing."""
     h, w = mask.shape
-    lh, lv = max(3, int(cfg.line_frac_w * w)), max(3, int(cfg.line_frac_h * h))
+    # Longer than a fraction of the frame, and far longer than the typical piece of ink, so a
+    # strip of one line of digits, or a close-up of a single tall 1, keeps its strokes.
+    st = stats[1:]
+    sized = st[(st[:, 3] >= cfg.min_height_px) & (st[:, 4] >= 10), 3]
+    typical = float(np.median(sized)) if len(sized) else 0.0
+    lh = max(3, int(cfg.line_frac_w * w), int(2.5 * typical))
+    lv = max(3, int(cfg.line_frac_h * h), int(2.5 * typical))
     long_h = stats[1:, 2] >= lh
     long_v = stats[1:, 3] >= lv
     if not (long_h.any() or long_v.any()):

@@ -42,12 +42,22 @@ def _ink_crop(c: Candidates, i: int, cfg: PreprocessConfig) -> np.ndarray:
     m = cv2.resize(c.masks[i], (w, h), interpolation=cv2.INTER_NEAREST)
     m = cv2.copyMakeBorder(m, y - y0, y1 - y - h, x - x0, x1 - x - w, cv2.BORDER_CONSTANT, value=0)
     m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * pad - 1, 2 * pad - 1)))
-    inside = ink[m > 0]
-    level = float(np.percentile(inside, 90)) if inside.size else 1.0
+    level = _ink_level(c, i)
     lo, hi = cfg.ink_lo * level, cfg.ink_hi * level
     out = np.clip((ink - lo) / max(hi - lo, 1e-3), 0, 1)
     out[m == 0] = 0
     return _tight(out)
+
+
+def _ink_level(c: Candidates, i: int) -> float:
+    """How dark this digit's ink is (0..1): the 90th percentile of the working-resolution ink
+    image over the digit's own pixels, so faint pencil and black marker both become white."""
+    x, y, w, h = (int(v) for v in c.boxes_work[i])
+    inside = c.ink[y:y + h, x:x + w][c.masks[i] > 0]
+    if inside.size == 0:
+        return 1.0
+    k = int(0.9 * (inside.size - 1))
+    return max(float(np.partition(inside, k)[k]) / 255.0, 0.05)
 
 
 def _tight(img: np.ndarray, thresh: float = 0.1) -> np.ndarray:

@@ -65,19 +65,27 @@ class Scene:
 
 def load_mnist_test(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST test (or, with train, training) images (N, 28, 28) uint8 and labels (N,) int64,
-    from a local copy (never downloaded: scenes are rendered offline)."""
-    from torchvision import datasets
+    from the local copy torchvision keeps in <data_dir>/MNIST/raw (never downloaded: scenes are
+    rendered offline). The idx files are read directly, which is much quicker than importing
+    torchvision's dataset for it."""
+    import gzip
 
     from .data import resolve_data_dir
     from .errors import UserError
 
     root = resolve_data_dir(data_dir)
-    try:
-        ds = datasets.MNIST(root=str(root), train=train, download=False)
-    except Exception:
-        raise UserError(f"MNIST not found in {root}; point --data-dir or $DIGITS_DATA_DIR at a folder "
-                        "holding MNIST/raw/") from None
-    return ds.data.numpy(), ds.targets.numpy().astype(np.int64)
+    prefix = "train" if train else "t10k"
+    arrays = []
+    for name, offset in ((f"{prefix}-images-idx3-ubyte", 16), (f"{prefix}-labels-idx1-ubyte", 8)):
+        path = root / "MNIST" / "raw" / name
+        try:
+            raw = path.read_bytes() if path.is_file() else gzip.open(str(path) + ".gz").read()
+        except OSError:
+            raise UserError(f"MNIST not found in {root}; point --data-dir or $DIGITS_DATA_DIR at a folder "
+                            "holding MNIST/raw/") from None
+        arrays.append(np.frombuffer(raw, np.uint8, offset=offset))
+    images, labels = arrays
+    return images.reshape(-1, 28, 28), labels.astype(np.int64)
 
 
 def _ink_alpha(img28: np.ndarray, height: int, weight: float) -> np.ndarray:

@@ -1,0 +1,170 @@
+"""The whole frame -> digits pipeline, its JSONL record, and reading order."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend import synth
+from backend.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
+from backend.reading import reading_order
+from backend.recognizer import Predictions
+
+SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "digits_vit.pt"
+
+
+class FakeRecognizer:
+    """Answers `digit` for every crop, confident unless the crop is mostly ink."""
+
+    grid = 7
+
+    def __init__(self, digit: int = 7):
+        self.digit = digit
+
+    def predict(self, batch: np.ndarray) -> Predictions:
+        n = len(batch)
+        conf = np.where(batch.reshape(n, 28 * 28).mean(1) < 0.5, 0.95, 0.2).astype(np.float32)
+        probs = np.full((n, 10), 0.0, np.float32)
+        probs[:, self.digit] = conf
+        probs[:, (self.digit + 1) % 10] = 1 - conf
+        g = np.ones((n, self.grid, self.grid), np.float32)
+        return Predictions(np.full(n, self.digit, np.int64), conf, probs, g, g.copy())
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    return synth.load_mnist_test(str(mnist_dir))
+
+
+@pytest.fixture(scope="module")
+def shipped_pipeline():
+    if not SHIPPED.is_file():
+        pytest.skip("no shipped checkpoint in artifacts/")
+    from backend.recognizer import Recognizer
+
+    return Pipeline(Recognizer(SHIPPED, device="cpu"))
+
+
+def test_result_fields(digits):
+    sc = next(synth.scenes(1, seed=1, digits=digits))
+    r = Pipeline(FakeRecognizer()).process(sc.image)
+    d = r.detections
+    n = len(d)
+    assert n == len(sc.boxes)
+    assert d.boxes.dtype == np.int32 and d.boxes.shape == (n, 4)
+    assert d.probs.shape == (n, 10) and d.crops.shape == (n, 28, 28) and d.attn.shape == (n, 7, 7)
+    assert set(r.timings) >= {"detect", "preprocess", "model"} and all(v >= 0 for v in r.timings.values())
+    assert r.mask is not None and r.mask.ndim == 2
+    assert "".join(r.numbers) == "7" * n
+
+
+def test_low_confidence_is_rejected(digits):
+    sc = next(synth.scenes(1, seed=1, digits=digits))
+    r = Pipeline(FakeRecognizer(), PipelineConfig(min_confidence=0.99)).process(sc.image)
+    assert len(r.detections) == 0 and len(r.rejected) == len(sc.boxes) and r.numbers == []
+
+
+def test_frame_record_is_exactly_the_jsonl_object(digits):
+    sc = next(synth.scenes(1, seed=1, digits=digits))
+    r = Pipeline(FakeRecognizer(3)).process(sc.image)
+    rec = frame_record(4, "cam/frame.png", r, 3.14159)
+    assert list(rec) == ["frame", "source", "time_ms", "detections", "numbers"]
+    assert rec["frame"] == 4 and rec["source"] == "cam/frame.png" and rec["time_ms"] == 3.14
+    assert json.loads(json.dumps(rec)) == rec  # plain Python types only
+    for det, box in zip(rec["detections"], r.detections.boxes):
+        assert list(det) == ["box", "digit", "confidence", "probs"]
+        assert det["box"] == box.tolist() and all(type(v) is int for v in det["box"])
+        assert det["digit"] == 3 and det["confidence"] == 0.95 and len(det["probs"]) == 10
+        assert all(type(v) is float for v in det["probs"])
+    assert rec["numbers"] == r.numbers
+
+
+def test_empty_frame_record():
+    r = Pipeline(FakeRecognizer()).process(np.full((240, 320, 3), 230, np.uint8))
+    assert frame_record(0, "x", r, 1.0)["detections"] == [] and r.numbers == []
+
+
+@pytest.mark.parametrize("kind", ["paper", "plain", "noise"])
+def test_no_digits_reported_without_digits(kind):
+    rng = np.random.default_rng(3)
+    pipe = Pipeline(FakeRecognizer())
+    for _ in range(4):
+        r = pipe.process(synth.blank_scene(rng, kind=kind))
+        assert len(r.detections) == 0 and len(r.rejected) == 0
+
+
+def test_reading_accuracy_on_synthetic_scenes(digits, shipped_pipeline):
+    """The shipped model reads >= 97 % of the digits of fixed-seed camera-like scenes."""
+    truth = correct = 0
+    for sc in synth.scenes(10, seed=2024, digits=digits):
+        r = shipped_pipeline.process(sc.image)
+        iou = synth.box_iou(sc.boxes, r.detections.boxes)
+        for i, label in enumerate(sc.labels):
+            truth += 1
+            if iou.shape[1] and iou[i].max() >= 0.5:
+                correct += int(r.detections.digits[iou[i].argmax()] == label)
+    assert truth >= 40
+    assert correct / truth >= 0.97, f"read {correct}/{truth}"
+
+
+def test_numbers_read_in_order(digits, shipped_pipeline):
+    images, labels = digits
+    img = np.full((480, 640, 3), 235, np.uint8)
+    x = 60
+    for ch in "2024 15":
+        if ch == " ":
+            x += 50
+            continue
+        d = images[np.flatnonzero(labels == int(ch))[1]]
+        a = synth._ink_alpha(d, 70, 0.6)
+        h, w = a.shape
+        img[150:150 + h, x:x + w] = (235 * (1 - a[..., None])).astype(np.uint8)
+        x += w + 14
+    assert shipped_pipeline.process(img).numbers == ["2024", "15"]
+
+
+# Reading order, on boxes alone.
+
+def boxes_of(rows: list[str], h: int = 40, slant: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes for text rows: digits are 24 px wide with 8 px gaps, ' ' is a 60 px space."""
+    boxes, digits = [], []
+    for r, row in enumerate(rows):
+        x = 20
+        for ch in row:
+            if ch == " ":
+                x += 60
+                continue
+            boxes.append((x, int(30 + r * 2 * h + slant * x), 24, h))
+            digits.append(int(ch))
+            x += 32
+    return np.array(boxes), np.array(digits)
+
+
+@pytest.mark.parametrize("rows,slant,numbers", [
+    (["2024"], 0.0, ["2024"]),
+    (["12 345", "6789"], 0.0, ["12", "345", "6789"]),
+    (["31 415", "92 65"], 0.08, ["31", "415", "92", "65"]),  # a sheet held at a slant
+    (["7"], 0.0, ["7"]),
+])
+def test_reading_order(rows, slant, numbers):
+    boxes, digits = boxes_of(rows, slant=slant)
+    perm = np.random.default_rng(0).permutation(len(boxes))
+    rd = reading_order(boxes[perm], digits[perm])
+    assert rd.numbers == numbers
+    assert [int(v) for v in digits[perm][rd.order]] == [int(c) for c in "".join(rows).replace(" ", "")]
+    assert rd.line[rd.order].tolist() == sorted(rd.line.tolist())
+    assert len(rd.lines) == len(rows)
+
+
+def test_reading_order_empty():
+    rd = reading_order(np.zeros((0, 4)), np.zeros(0))
+    assert rd.numbers == [] and len(rd.order) == 0
+
+
+def test_result_is_in_reading_order(digits):
+    sc = next(s for s in synth.scenes(20, seed=6, digits=digits) if len(s.lines) >= 2)
+    r: FrameResult = Pipeline(FakeRecognizer()).process(sc.image)
+    rd = reading_order(r.detections.boxes)
+    assert rd.order.tolist() == list(range(len(r.detections)))

@@ -1,0 +1,88 @@
+"""Preprocessing: crops come out the way MNIST digits look."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from backend import synth
+from backend.detect import find_candidates
+from backend.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
+from backend.preprocess import candidates_to_mnist, crops_to_mnist, stroke_width, to_batch
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    return synth.load_mnist_test(str(mnist_dir))
+
+
+def mnist_stroke(img28: np.ndarray) -> float:
+    """Stroke width measured exactly as MNIST_STROKE was: 4x upscaled, binarised at half."""
+    big = cv2.resize(img28, (4 * IMG_SIZE, 4 * IMG_SIZE), interpolation=cv2.INTER_LINEAR)
+    return stroke_width((big > 127).astype(np.uint8)) / 4
+
+
+def scene_with(digit28: np.ndarray, height: int, weight: float, board: bool = False) -> np.ndarray:
+    """One digit on plain paper (or chalk on a board), `weight` 0 = ballpoint .. 1 = marker."""
+    img = np.full((480, 640, 3), (40, 55, 40) if board else (235, 238, 240), np.float32)
+    a = synth._ink_alpha(digit28, height, weight)
+    h, w = a.shape
+    ink = np.float32((230, 230, 230) if board else (120, 40, 20))
+    roi = img[60:60 + h, 100:100 + w]
+    roi += a[..., None] * (ink - roi)
+    return np.clip(img + np.random.default_rng(0).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_mnist_geometry(digits):
+    sc = next(synth.scenes(1, seed=12, digits=digits))
+    crops = candidates_to_mnist(find_candidates(sc.image))
+    assert crops.dtype == np.uint8 and crops.shape == (len(sc.boxes), IMG_SIZE, IMG_SIZE)
+    for c in crops:
+        m = cv2.moments(c.astype(np.float32))
+        assert abs(m["m10"] / m["m00"] - IMG_SIZE / 2) < 0.75 and abs(m["m01"] / m["m00"] - IMG_SIZE / 2) < 0.75
+        ys, xs = np.nonzero(c > 40)
+        assert FIT_SIZE - 2 <= max(np.ptp(ys), np.ptp(xs)) + 1 <= FIT_SIZE + 1  # fitted to 20x20
+        assert c.max() >= 230  # stroke cores are white, like MNIST's
+        assert np.mean(c[[0, 1, -2, -1]]) < 5  # on black
+
+
+@pytest.mark.parametrize("height", [40, 300])
+def test_stroke_width_normalised(digits, height):
+    d = digits[0][np.flatnonzero(digits[1] == 4)[0]]
+    widths = []
+    for weight in (0.0, 1.0):  # ballpoint, marker
+        frame = scene_with(d, height, weight)
+        crop = candidates_to_mnist(find_candidates(frame))
+        assert len(crop) == 1
+        widths.append(mnist_stroke(crop[0]))
+    assert abs(widths[0] - widths[1]) < 0.6
+    for w in widths:
+        assert abs(w - MNIST_STROKE) < 0.6
+
+
+def test_light_on_dark_crops_look_like_dark_on_light(digits):
+    d = digits[0][np.flatnonzero(digits[1] == 2)[0]]
+    a = candidates_to_mnist(find_candidates(scene_with(d, 120, 0.6)))
+    b = candidates_to_mnist(find_candidates(scene_with(d, 120, 0.6, board=True)))
+    assert len(a) == len(b) == 1
+    assert np.corrcoef(a[0].ravel().astype(float), b[0].ravel().astype(float))[0, 1] > 0.9
+
+
+def test_crop_resembles_its_mnist_source(digits):
+    d = digits[0][np.flatnonzero(digits[1] == 7)[0]]
+    crop = candidates_to_mnist(find_candidates(scene_with(d, 160, 0.5)))[0]
+    assert np.corrcoef(crop.ravel().astype(float), d.ravel().astype(float))[0, 1] > 0.8
+
+
+def test_crops_for_given_boxes(digits):
+    sc = next(synth.scenes(1, seed=3, digits=digits))
+    crops = crops_to_mnist(sc.image, sc.boxes)
+    assert crops.shape == (len(sc.boxes), IMG_SIZE, IMG_SIZE) and (crops.max(axis=(1, 2)) > 200).all()
+
+
+def test_to_batch_normalises_like_training():
+    x = np.zeros((2, IMG_SIZE, IMG_SIZE), np.uint8)
+    x[1] = 255
+    b = to_batch(x)
+    assert b.shape == (2, 1, IMG_SIZE, IMG_SIZE) and b.dtype == np.float32
+    assert np.allclose(b[0], -MNIST_MEAN / MNIST_STD) and np.allclose(b[1], (1 - MNIST_MEAN) / MNIST_STD)
