@@ -2,7 +2,10 @@
 """Digits Transformer: train and evaluate the Vision Transformer.
 
   python main.py --train [--preset accurate] [--epochs 15] [--out runs/train] [--resume]
-  python main.py --eval  [--checkpoint artifacts/digits_vit.pt] [--report-dir reports/eval]
+  python main.py --eval  [--checkpoint artifacts/digits_vit.pt] [--report-dir reports/eval] [--report]
+  python main.py --report --checkpoint runs/train/best.pt [--metrics runs/train/metrics.jsonl]
+  python main.py --export-onnx [artifacts/digits_vit.onnx] [--checkpoint CKPT]
+  python main.py --sweep artifacts/sweep_spec.json
   torchrun --nproc_per_node 2 main.py --train ...   (DistributedDataParallel)
 """
 from __future__ import annotations
@@ -34,9 +37,18 @@ def positive_float(s: str) -> float:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    mode = p.add_mutually_exclusive_group(required=True)
+    mode = p.add_mutually_exclusive_group()
     mode.add_argument("--train", action="store_true", help="train a model (resumable, checkpoints every epoch)")
     mode.add_argument("--eval", action="store_true", help="evaluate a checkpoint on the 10,000 MNIST test images")
+    mode.add_argument("--export-onnx", nargs="?", const="artifacts/digits_vit.onnx", default=None, metavar="OUT",
+                      help="export the checkpoint to ONNX (dynamic batch) and check ONNX Runtime against PyTorch "
+                           "(default OUT: %(const)s)")
+    mode.add_argument("--sweep", default=None, metavar="SPEC.json",
+                      help="train and compare every configuration of a model grid (see artifacts/sweep_spec.json)")
+    p.add_argument("--report", action="store_true",
+                   help="also draw training curves and an attention gallery (with --eval, or on its own)")
+    p.add_argument("--metrics", default=None, metavar="JSONL",
+                   help="training log for the curves (default: metrics.jsonl beside the checkpoint, if any)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="model size (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs of the schedule (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
@@ -59,7 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=positive_int, default=None, help="use only this many images (quick checks)")
     p.add_argument("--checkpoint", default=None, help="checkpoint to evaluate (default: the shipped artifacts/digits_vit.pt)")
     p.add_argument("--report-dir", default="reports/eval", help="--eval writes metrics.json and PNGs here (default: %(default)s)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not (args.train or args.eval or args.export_onnx or args.sweep or args.report):
+        p.error("one of the arguments --train --eval --export-onnx --sweep --report is required")
+    return args
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,10 +91,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"\ninterrupted; continue with: python main.py --train --out {args.out} --resume", file=sys.stderr)
             return 130
         return 0
-    from backend.evaluate import evaluate
+    if args.export_onnx:
+        from backend.onnx_backend import TOLERANCE, export_checkpoint
 
-    metrics = evaluate(args.checkpoint, args.data_dir, args.device, args.report_dir, args.limit)
-    print(f"test_accuracy={metrics['accuracy']:.4f}")
+        diffs = export_checkpoint(args.checkpoint, args.export_onnx, args.data_dir, n_check=args.limit or 512)
+        print(f"wrote {args.export_onnx}; ONNX Runtime vs PyTorch on MNIST test digits: max |diff| "
+              + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + f" (tolerance {TOLERANCE:.0e})")
+        return 0
+    if args.sweep:
+        from backend.sweep import sweep_from_file
+
+        sweep_from_file(args.sweep, args.data_dir)
+        return 0
+    if args.eval:
+        from backend.evaluate import evaluate
+
+        metrics = evaluate(args.checkpoint, args.data_dir, args.device, args.report_dir, args.limit,
+                           report=args.report, metrics_log=args.metrics)
+        print(f"test_accuracy={metrics['accuracy']:.4f}")
+        return 0
+    from backend.report import write_report
+
+    for path in write_report(args.checkpoint, args.report_dir, args.data_dir, args.metrics):
+        print(f"wrote {path}")
     return 0
 
 

@@ -73,8 +73,12 @@ def plot_misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, c
 
 @torch.inference_mode()
 def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto", report_dir: str = "reports/eval",
-             limit: int | None = None) -> dict:
-    """Evaluate a checkpoint on the MNIST test set and write the report folder; returns the metrics."""
+             limit: int | None = None, report: bool = False, metrics_log: str | None = None) -> dict:
+    """Evaluate a checkpoint on the MNIST test set and write the report folder; returns the metrics.
+
+    report: also draw training curves and the attention gallery (backend.report); metrics_log is
+    the training log for the curves (default: metrics.jsonl beside the checkpoint).
+    """
     model, ckpt = load_model(checkpoint)
     dev = resolve_device(device)
     model.to(dev)
@@ -115,5 +119,10 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(cm, out / "confusion_matrix.png")
     plot_misclassified(imgs[wrong], true[wrong], pred[wrong], conf[wrong], out / "misclassified.png")
-    print(f"report written to {out}/ (metrics.json, confusion_matrix.png, misclassified.png)")
+    pictures = ["metrics.json", "confusion_matrix.png", "misclassified.png"]
+    if report:
+        from .report import write_pictures
+
+        pictures += [p.name for p in write_pictures(model, ckpt, out, data_dir, metrics_log, checkpoint)]
+    print(f"report written to {out}/ ({', '.join(pictures)})")
     return metrics

@@ -112,8 +112,9 @@ def train(tc: TrainConfig) -> dict:
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=tc.seed) if world > 1 else None
     gen = torch.Generator()
     pin = device.type == "cuda"
+    per_rank = len(sampler) if sampler is not None else len(train_ds)  # each rank sees 1/world of the data
     train_dl = DataLoader(train_ds, tc.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
-                          num_workers=tc.workers, pin_memory=pin, drop_last=len(train_ds) > tc.batch_size,
+                          num_workers=tc.workers, pin_memory=pin, drop_last=per_rank > tc.batch_size,
                           persistent_workers=False)
     val_dl = DataLoader(val_ds, 512, num_workers=0)
 

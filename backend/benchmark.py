@@ -1,0 +1,380 @@
+"""Speed benchmark: per-stage frame times, model latency per backend, headless video FPS, memory.
+
+  python -m backend.benchmark --realworld ../shared/realworld/frames640 ../shared/realworld/frames1280 \\
+      --json reports/benchmark.json
+
+Prints tables and writes everything to a JSON file. All figures are medians over repeated runs
+after warm-up; the machine's load average is recorded with them, because on a busy machine
+every figure here is inflated. Nothing is asserted: this is a script that measures.
+
+Sections:
+  frames  per-frame stage times (detect, preprocess, model, draw) on real photo folders and on
+          synthetic 640x480 / 1280x720 frames with 1, 10 and 30 digits, for each backend
+  model   latency and throughput of the recognizer alone at batch 1, 4, 16, 64, per backend
+  video   frames per second of a 640x480 video with a few digits per frame, headless, through
+          camera_inferencer.py when present (else Pipeline.process + drawing, said so)
+  memory  peak resident memory of this process (and of the video run)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+from .pipeline import Pipeline
+from .recognizer import BACKENDS, Recognizer
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCHES = (1, 4, 16, 64)
+SYNTH_SETS = ((640, 480, 1), (640, 480, 10), (640, 480, 30), (1280, 720, 1), (1280, 720, 10), (1280, 720, 30))
+STAGES = ("detect", "preprocess", "model", "draw")
+
+
+@dataclass
+class FrameSet:
+    name: str
+    frames: list[np.ndarray]  # BGR uint8
+    digits: float | None = None  # mean digits drawn per frame, when known (synthetic)
+
+
+def load_folder(folder: str | os.PathLike) -> FrameSet:
+    """Every image in `folder` (read, never copied)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"--realworld: no such folder {folder}")
+    frames = [cv2.imread(str(p)) for p in sorted(folder.iterdir())
+              if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")]
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        raise UserError(f"--realworld: no readable images in {folder}")
+    return FrameSet(folder.name, frames)
+
+
+def synthetic_sets(n_frames: int, data_dir: str | None, seed: int = 0) -> list[FrameSet]:
+    """Camera-like frames from backend.synth with exactly-requested digit counts where they fit."""
+    from .synth import SceneConfig, load_mnist_test, scenes
+
+    digits = load_mnist_test(data_dir)
+    out = []
+    for w, h, k in SYNTH_SETS:
+        # Thirty digits only fit a 640x480 sheet when they are small.
+        cfg = SceneConfig(width=w, height=h, min_digits=k, max_digits=k, closeup_p=0.0,
+                          max_height=max(40, int(h * (0.25 if k <= 10 else 0.1))), min_height=max(22, h // 24))
+        ss = list(scenes(n_frames, seed, cfg, digits=digits))
+        out.append(FrameSet(f"synth{w}x{h}/{k}", [s.image for s in ss], float(np.mean([len(s.labels) for s in ss]))))
+    return out
+
+
+def _draw_fn():
+    """The overlay's draw call, or None while backend.overlay is not available."""
+    try:
+        from .overlay import HudInfo, OverlayConfig, draw_overlay
+    except ImportError:
+        return None
+    cfg, hud = OverlayConfig(), HudInfo(device="cpu", model="bench")
+
+    def draw(frame, res):
+        hud.timings = res.timings
+        return draw_overlay(frame, res.detections, res.numbers, cfg, hud)
+
+    return draw
+
+
+def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3) -> dict:
+    """Median ms per stage and in all over `repeats` passes through the frames."""
+    draw = _draw_fn()
+    for f in fs.frames[:warmup]:
+        pipe.process(f)
+    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+    total, cands = [], []
+    for _ in range(repeats):
+        for f in fs.frames:
+            t0 = time.perf_counter()
+            res = pipe.process(f)
+            t1 = time.perf_counter()
+            if draw is not None:
+                draw(f, res)
+            t2 = time.perf_counter()
+            for s in STAGES[:3]:
+                per_stage[s].append(res.timings.get(s, float("nan")))
+            per_stage["draw"].append((t2 - t1) * 1e3 if draw is not None else float("nan"))
+            total.append((t2 - t0) * 1e3)
+            cands.append(len(res.detections) + len(res.rejected))
+    row = {"set": fs.name, "frames": len(fs.frames), "size": "x".join(map(str, fs.frames[0].shape[1::-1])),
+           "digits_drawn": fs.digits, "candidates": float(np.mean(cands))}
+    row.update({f"{s}_ms": float(np.median(v)) for s, v in per_stage.items()})
+    row["total_ms"] = float(np.median(total))
+    row["total_p90_ms"] = float(np.percentile(total, 90))
+    row["fps"] = 1e3 / row["total_ms"]
+    return row
+
+
+def time_model(rec: Recognizer, batches=BATCHES, seconds: float = 1.0, data: np.ndarray | None = None) -> list[dict]:
+    """Median latency and throughput of rec.predict per batch size, about `seconds` each."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in batches:
+        x = data[:b] if data is not None and len(data) >= b else rng.standard_normal((b, 1, 28, 28), np.float32)
+        for _ in range(3):
+            rec.predict(x)
+        ts = []
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end or len(ts) < 10:
+            t0 = time.perf_counter()
+            rec.predict(x)
+            ts.append((time.perf_counter() - t0) * 1e3)
+        med = float(np.median(ts))
+        rows.append({"batch": b, "latency_ms": med, "p90_ms": float(np.percentile(ts, 90)),
+                     "crops_per_s": b * 1e3 / med, "runs": len(ts)})
+    return rows
+
+
+def write_video(path: Path, n_frames: int, data_dir: str | None, size=(640, 480), fps: float = 30.0) -> float:
+    """A 640x480 MJPG video of sheets with 3-5 digits swaying gently, a new sheet every second.
+
+    Returns the mean number of digits per frame.
+    """
+    from .synth import SceneConfig, scenes
+
+    w, h = size
+    cfg = SceneConfig(width=w, height=h, min_digits=3, max_digits=5, closeup_p=0.0)
+    n_scenes = max(1, int(np.ceil(n_frames / fps)))
+    shots = list(scenes(n_scenes, 1, cfg, data_dir))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    if not writer.isOpened():
+        raise UserError(f"cannot write a test video to {path} (OpenCV has no MJPG writer?)")
+    rng = np.random.default_rng(0)
+    counts = []
+    try:
+        for i in range(n_frames):
+            s = shots[min(i // int(fps), n_scenes - 1)]
+            t = i / fps
+            M = cv2.getRotationMatrix2D((w / 2, h / 2), 1.5 * np.sin(1.3 * t), 1.0 + 0.02 * np.sin(0.9 * t))
+            M[:, 2] += (6 * np.sin(1.1 * t), 4 * np.cos(0.8 * t))
+            frame = cv2.warpAffine(s.image, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            frame = cv2.add(frame, rng.integers(0, 4, frame.shape, dtype=np.uint8))
+            writer.write(frame)
+            counts.append(len(s.labels))
+    finally:
+        writer.release()
+    return float(np.mean(counts))
+
+
+def _app_supports(flag: str) -> bool:
+    r = subprocess.run([sys.executable, "camera_inferencer.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode == 0 and flag in r.stdout
+
+
+def time_video(video: Path, n_frames: int, backend: str, threads: int | None, checkpoint: str | None) -> dict:
+    """Headless FPS through the whole app loop, or through Pipeline + drawing when there is no app."""
+    app = ROOT / "camera_inferencer.py"
+    use_app = app.is_file() and (ROOT / "backend" / "app.py").is_file()
+    if use_app and backend != "torch" and not _app_supports("--backend"):
+        use_app = False  # time this backend in-process rather than not at all
+    if use_app:
+        cmd = [sys.executable, str(app), "--source", str(video), "--no-display", "--max-frames", str(n_frames)]
+        if checkpoint:
+            cmd += ["--checkpoint", checkpoint]
+        if _app_supports("--backend"):
+            cmd += ["--backend", backend]
+        env = dict(os.environ)
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        runs = []
+        for n in (max(10, n_frames // 10), n_frames):  # the difference removes start-up time
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd[:-1] + [str(n)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+            wall = time.perf_counter() - t0
+            if r.returncode != 0:
+                tail = (r.stderr.strip().splitlines() or ["?"])[-1]
+                return {"backend": backend, "how": f"camera_inferencer.py failed: {tail[:200]}", "fps": None}
+            m = re.search(r"(\d+) frames at ([\d.]+) FPS", r.stderr)
+            runs.append((n, wall, float(m.group(2)) if m else None, int(m.group(1)) if m else n))
+        (n1, w1, _, f1), (n2, w2, app_fps, f2) = runs
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        return {"backend": backend, "how": "camera_inferencer.py --no-display (subprocess)", "frames": f2,
+                "fps": (f2 - f1) / max(w2 - w1, 1e-9), "fps_reported_by_app": app_fps,
+                "wall_s": w2, "peak_rss_mb_app": peak, "command": " ".join(cmd)}
+    rec = Recognizer(checkpoint, device="cpu", backend=backend, threads=threads)
+    pipe, draw = Pipeline(rec), _draw_fn()
+    cap = cv2.VideoCapture(str(video))
+    n, t0 = 0, time.perf_counter()
+    while n < n_frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        res = pipe.process(frame)
+        if draw is not None:
+            draw(frame, res)
+        n += 1
+    cap.release()
+    wall = time.perf_counter() - t0
+    why = "camera_inferencer.py has no --backend flag" if app.is_file() else "no app loop yet"
+    return {"backend": backend, "how": f"decode + Pipeline.process + draw in-process ({why})",
+            "frames": n, "fps": n / max(wall, 1e-9), "wall_s": wall}
+
+
+def mflops_per_crop(rec: Recognizer) -> float:
+    """Floating-point operations of one crop's forward pass (with attention), in millions."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = rec.model.cpu() if rec.device.type == "cpu" or rec.backend == "onnx" else rec.model
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device), return_attn=True)
+    return fc.get_total_flops() / 1e6
+
+
+def machine_info() -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": platform.processor(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "opencv": cv2.__version__, "opencv_threads": cv2.getNumThreads()}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), info["cpu"])
+    except OSError:
+        pass
+    return info
+
+
+def _fmt(v, nd=2) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "-"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def print_table(title: str, rows: list[dict], cols: list[tuple[str, str, int]]) -> None:
+    print(f"\n{title}")
+    cells = [[h for h, _, _ in cols]] + [[_fmt(r.get(k), nd) for _, k, nd in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    for j, line in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def available_backends(requested: list[str]) -> list[str]:
+    out = []
+    for b in requested:
+        if b == "onnx":
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                print("note: onnxruntime is not installed; skipping the onnx backend "
+                      "(pip install onnx onnxruntime)", file=sys.stderr)
+                continue
+        out.append(b)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    backends = available_backends(args.backends)
+    load0 = os.getloadavg()
+    result: dict = {"machine": machine_info(), "load_avg_start": load0, "checkpoint": args.checkpoint or "default",
+                    "threads": args.threads, "frames": [], "model": [], "video": []}
+    recs = {b: Recognizer(args.checkpoint, device=args.device if b == "torch" else "cpu", backend=b,
+                          threads=args.threads) for b in backends}
+    result["model_info"] = {"name": recs[backends[0]].name, "params": recs[backends[0]].params,
+                            "preset": recs[backends[0]].preset, "device": str(recs[backends[0]].device),
+                            "mflops_per_crop": mflops_per_crop(recs[backends[0]])}
+    print(f"model {result['model_info']['name']} ({result['model_info']['preset']}): "
+          f"{result['model_info']['params']:,} parameters, {result['model_info']['mflops_per_crop']:.1f} MFLOP "
+          f"per crop; backends {', '.join(backends)}; {recs[backends[0]].threads} inference thread(s)")
+    if "model" in args.sections:
+        for b, rec in recs.items():
+            for row in time_model(rec, seconds=args.seconds):
+                result["model"].append({"backend": b, **row})
+        print_table("model alone (Recognizer.predict, ms median)", result["model"],
+                    [("backend", "backend", 0), ("batch", "batch", 0), ("latency ms", "latency_ms", 2),
+                     ("p90 ms", "p90_ms", 2), ("crops/s", "crops_per_s", 0)])
+    if "frames" in args.sections:
+        sets = [load_folder(d) for d in args.realworld]
+        if not args.no_synthetic:
+            sets += synthetic_sets(args.synthetic_frames, args.data_dir)
+        for fs in sets:
+            for b, rec in recs.items():
+                row = time_frames(Pipeline(rec), fs, args.repeats)
+                result["frames"].append({"backend": b, **row})
+                print(f"  {fs.name:<22} {b:<5} total {row['total_ms']:.2f} ms", file=sys.stderr, flush=True)
+        print_table("per frame (ms, median; total = detect + preprocess + model + draw)", result["frames"],
+                    [("set", "set", 0), ("backend", "backend", 0), ("size", "size", 0),
+                     ("cands", "candidates", 1), ("detect", "detect_ms", 2), ("prep", "preprocess_ms", 2),
+                     ("model", "model_ms", 2), ("draw", "draw_ms", 2), ("total", "total_ms", 2),
+                     ("p90", "total_p90_ms", 2), ("fps", "fps", 0)])
+    if "video" in args.sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            video = Path(args.video) if args.video else Path(tmp) / "digits640.avi"
+            per_frame = None if args.video else write_video(video, args.video_frames, args.data_dir)
+            for b in backends:
+                row = time_video(video, args.video_frames, b, args.threads, args.checkpoint)
+                row["digits_per_frame"] = per_frame
+                result["video"].append(row)
+        print_table("headless video (640x480)", result["video"],
+                    [("backend", "backend", 0), ("fps", "fps", 1), ("frames", "frames", 0),
+                     ("digits/frame", "digits_per_frame", 1), ("how", "how", 0)])
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["load_avg_end"] = os.getloadavg()
+    print(f"\npeak RSS {result['peak_rss_mb']:.0f} MB (this process); load average "
+          f"{load0[0]:.2f} at start, {result['load_avg_end'][0]:.2f} at end on {os.cpu_count()} CPUs")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
+    return result
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--realworld", nargs="*", default=[], metavar="DIR", help="folders of real photos to time")
+    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    p.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "auto"], default=["torch", "onnx"],
+                   help="recognizer backends to compare (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="device of the torch backend (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: up to 4 cores)")
+    p.add_argument("--sections", nargs="+", choices=["model", "frames", "video"], default=["model", "frames", "video"])
+    p.add_argument("--repeats", type=int, default=5, help="passes over each frame set (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=1.5, help="time per model batch size (default: %(default)s)")
+    p.add_argument("--synthetic-frames", type=int, default=10, help="frames per synthetic set (default: %(default)s)")
+    p.add_argument("--no-synthetic", action="store_true", help="skip the synthetic frame sets")
+    p.add_argument("--video", default=None, help="a 640x480 video to time instead of the generated one")
+    p.add_argument("--video-frames", type=int, default=600, help="frames of the video run (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="MNIST root for the synthetic frames (default: $DIGITS_DATA_DIR)")
+    p.add_argument("--json", default=None, metavar="OUT", help="write all figures to this JSON file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Training curves and the attention gallery."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.checkpoint import save_atomic
+from backend.errors import UserError
+from backend.model import ViTConfig, VisionTransformer
+from backend.report import layer_maps, read_metrics, write_report
+
+TINY = ViTConfig(stem_channels=4, embed_dim=16, depth=3, num_heads=2)
+
+
+def _row(epoch, acc):
+    return {"epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": acc - 0.02, "val_loss": 0.8 / epoch,
+            "val_acc": acc, "lr": 1e-3, "epoch_time_s": 2.0, "world_size": 1}
+
+
+def test_resumed_log_keeps_the_last_row_per_epoch(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    rows = [_row(1, 0.5), _row(2, 0.6), _row(2, 0.7), _row(3, 0.8)]  # epoch 2 ran twice (a resume)
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    got = read_metrics(log)
+    assert [r["epoch"] for r in got] == [1, 2, 3] and got[1]["val_acc"] == 0.7
+
+
+def test_bad_log_is_a_user_error(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"epoch": 1}\nnot json\n')
+    with pytest.raises(UserError, match="line 2"):
+        read_metrics(log)
+
+
+def test_layer_maps_are_one_per_layer_and_normalised():
+    torch.manual_seed(0)
+    model = VisionTransformer(TINY).eval()
+    per_layer, rollout, probs = layer_maps(model, torch.randn(5, 1, 28, 28))
+    assert per_layer.shape == (5, 3, 7, 7) and rollout.shape == (5, 7, 7) and probs.shape == (5, 10)
+    np.testing.assert_allclose(per_layer.max(axis=(2, 3)), 1, atol=1e-6)
+    assert not np.allclose(per_layer[:, 0], per_layer[:, -1])  # layers differ
+
+
+@pytest.mark.parametrize("with_log", [True, False])
+def test_report_writes_curves_and_gallery(mnist_dir, tmp_path, with_log):
+    model = VisionTransformer(TINY)
+    history = [_row(1, 0.5), _row(2, 0.7)]
+    ckpt_dir = tmp_path / "run"
+    save_atomic({"config": TINY.to_dict(), "model": model.state_dict(), "preset": "tiny", "history": history},
+                ckpt_dir / "best.pt")
+    if with_log:  # training writes metrics.jsonl beside its checkpoints; without it the stored history is used
+        (ckpt_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in history + [_row(3, 0.8)]))
+    written = write_report(ckpt_dir / "best.pt", tmp_path / "report", str(mnist_dir))
+    assert [p.name for p in written] == ["training_curves.png", "attention_gallery.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)
+
+
+def test_eval_with_report_adds_the_pictures(mnist_dir, tmp_path, capsys):
+    from main import main
+
+    model = VisionTransformer(TINY)
+    save_atomic({"config": TINY.to_dict(), "model": model.state_dict(), "history": [_row(1, 0.5)]}, tmp_path / "m.pt")
+    out = tmp_path / "eval"
+    assert main(["--eval", "--report", "--checkpoint", str(tmp_path / "m.pt"), "--limit", "50",
+                 "--data-dir", str(mnist_dir), "--report-dir", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "confusion_matrix.png", "training_curves.png", "attention_gallery.png"} <= names
