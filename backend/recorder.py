@@ -1,0 +1,152 @@
+"""Writing results: the annotated video and the JSONL log, both safe to interrupt.
+
+``VideoRecorder`` is a context manager that always releases its writer, so the file is finalised
+and playable whatever ends the run. When no frame rate is given it measures the real one over the
+first second of frames (held in memory until then) instead of guessing, so a recording of a
+camera running at 12 FPS plays back at the speed it happened. ``JsonlWriter`` writes one complete
+line per frame and flushes it, so a log cut short by a signal never ends in half a record.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import UserError
+from .sources import quiet_opencv
+
+FALLBACK_FPS = 30.0
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+class VideoRecorder:
+    """Annotated frames -> a video file.
+
+    path: .mp4 (mp4v), .avi or .mkv (MJPG). fps: the rate to write at; None measures it over the
+    first `measure_s` seconds (at most `measure_frames` frames), falling back to `fallback_fps`.
+    Frames are BGR uint8; the first fixes the size, later frames of another size are resized to it.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, fallback_fps: float | None = None,
+                 measure_s: float = 1.0, measure_frames: int = 30):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in FOURCC:
+            raise UserError(f"cannot record to {path}: use a .mp4, .avi or .mkv file name")
+        self.fps = fps
+        self.fallback_fps = fallback_fps or FALLBACK_FPS
+        self.measure_s = measure_s
+        self.measure_frames = measure_frames
+        self.size: tuple[int, int] | None = None  # (width, height)
+        self.frames_written = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._pending: list[np.ndarray] = []
+        self._times: list[float] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.path.parent, os.W_OK):
+            raise UserError(f"cannot record to {path}: folder is not writable")
+
+    def __enter__(self) -> "VideoRecorder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def frames(self) -> int:
+        """Frames accepted so far (written or waiting for the rate to be measured)."""
+        return self.frames_written + len(self._pending)
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.size is None:
+            self.size = (frame.shape[1], frame.shape[0])
+        elif (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        if self._writer is None:
+            self._pending.append(frame.copy())
+            self._times.append(time.monotonic())
+            if self.fps or len(self._pending) >= self.measure_frames or \
+                    self._times[-1] - self._times[0] >= self.measure_s:
+                self._open()
+            return
+        self._writer.write(frame)
+        self.frames_written += 1
+
+    def _measured_fps(self) -> float:
+        if self.fps:
+            return float(self.fps)
+        if len(self._times) >= 3 and self._times[-1] > self._times[0]:
+            rate = (len(self._times) - 1) / (self._times[-1] - self._times[0])
+            # Whole numbers: MPEG-4 refuses time bases with a denominator over 65535.
+            return float(np.clip(round(rate), 1, 120))
+        return self.fallback_fps
+
+    def _open(self) -> None:
+        fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
+        rate = self._measured_fps()
+        for fps in dict.fromkeys((rate, float(max(1, round(rate))), FALLBACK_FPS)):  # odd source rates, then 30
+            with quiet_opencv():
+                self._writer = cv2.VideoWriter(str(self.path), fourcc, fps, self.size)
+            if self._writer.isOpened():
+                self.fps = fps
+                break
+        else:
+            self._writer = None
+            self._pending.clear()
+            raise UserError(f"cannot record to {self.path}: OpenCV could not open a video writer")
+        for f in self._pending:
+            self._writer.write(f)
+        self.frames_written += len(self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Write what is pending and finalise the file. Safe to call twice."""
+        try:
+            if self._writer is None and self._pending:
+                self._open()
+        finally:
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+
+
+def next_numbered_path(folder: str | os.PathLike, stem: str, ext: str) -> Path:
+    """folder/stem_001.ext, or the first number after the highest one already there."""
+    folder = Path(folder)
+    pat = re.compile(rf"{re.escape(stem)}_(\d+){re.escape(ext)}$")
+    used = [int(m.group(1)) for p in folder.glob(f"{stem}_*{ext}") if (m := pat.match(p.name))] \
+        if folder.is_dir() else []
+    return folder / f"{stem}_{max(used, default=0) + 1:03d}{ext}"
+
+
+class JsonlWriter:
+    """One JSON object per line, flushed per record."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        self.records = 0
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, record: dict) -> None:
+        # One write call of the whole line, then flush: a signal can only land between lines.
+        self._fh.write(json.dumps(record, separators=(", ", ": ")) + "\n")
+        self._fh.flush()
+        self.records += 1
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()

@@ -1,0 +1,435 @@
+"""Where frames come from: a camera index, a video file, an image, a folder of images, `demo`.
+
+Every source behaves like ``cv2.VideoCapture``: ``read() -> (ok, frame)`` and ``release()``, so a
+list of frames in a test can stand in for any of them. Sources hand frames over exactly as they
+were decoded; ``prepare_frame`` turns whatever arrives (gray, BGRA, 16-bit, float, enormous) into
+the BGR uint8 frame of bounded size that the rest of the program expects.
+
+Cameras are read on their own thread (``LiveCapture``) and the loop always takes the newest frame,
+so the display never lags behind the camera; a camera that stops delivering is reopened for a few
+seconds before the run gives up. Video files are read in order, every frame.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import cv2
+import numpy as np
+
+from .errors import SourceError, UserError
+
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
+                        ".pnm", ".jp2", ".exr", ".hdr", ".pxm", ".sr", ".ras"})
+MAX_SIDE = 4096  # frames whose longer side exceeds this are downscaled, so time per frame stays bounded
+
+
+class Capture(Protocol):
+    """Anything that reads like cv2.VideoCapture."""
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+
+# --- normalising what a source delivers -------------------------------------------------------
+
+def to_bgr8(frame: np.ndarray) -> np.ndarray:
+    """Any decoded image -> (H, W, 3) BGR uint8.
+
+    Accepts gray (H, W) or (H, W, 1), BGR, BGRA (composited over white paper, so a digit drawn on
+    a transparent canvas stays dark on light), uint8, uint16 (scaled by 1/257), float (0..1) and
+    other integer types (scaled by their range). Raises ValueError for what is not an image.
+    """
+    if frame is None or not isinstance(frame, np.ndarray):
+        raise ValueError("not an image")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim not in (2, 3) or (frame.ndim == 3 and frame.shape[2] not in (3, 4)):
+        raise ValueError(f"unsupported image shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"empty image {frame.shape[1]}x{frame.shape[0]}")
+    if frame.dtype == np.uint16:
+        frame = (frame // 257).astype(np.uint8)
+    elif frame.dtype.kind == "f":
+        frame = (np.clip(np.nan_to_num(frame), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif frame.dtype == np.bool_:
+        frame = frame.astype(np.uint8) * 255
+    elif frame.dtype != np.uint8:
+        info = np.iinfo(frame.dtype)
+        frame = ((frame.astype(np.float64) - info.min) * (255.0 / (info.max - info.min))).astype(np.uint8)
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        alpha = frame[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+        white = np.float32(255.0) * (1.0 - alpha)
+        return (frame[:, :, :3].astype(np.float32) * alpha + white + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(frame)
+
+
+def prepare_frame(frame: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
+    """Decoded image -> (BGR uint8 frame with longer side <= max_side, scale applied).
+
+    Boxes found on the returned frame divided by `scale` are in pixels of the original image.
+    """
+    bgr = to_bgr8(frame)
+    h, w = bgr.shape[:2]
+    if max(h, w) <= max_side:
+        return bgr, 1.0
+    s = max_side / max(h, w)
+    return cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (camera probing prints several) for the enclosed block."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+# --- files ------------------------------------------------------------------------------------
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as stored (any depth, any channels); UserError if it cannot be read."""
+    try:
+        data = np.fromfile(str(path), np.uint8)  # also reads non-ASCII paths, unlike cv2.imread
+        with quiet_opencv():
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except (OSError, cv2.error) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+    if img is None or img.size == 0:
+        raise UserError(f"cannot read image {path} (empty, corrupt or not an image)")
+    return img
+
+
+class ImageSource:
+    """One image file, delivered once."""
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike):
+        self.name = str(path)
+        self.current_name = self.name
+        self.fps: float | None = None
+        self._frame: np.ndarray | None = read_image(path)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        frame, self._frame = self._frame, None
+        return frame is not None, frame
+
+    def release(self) -> None:
+        self._frame = None
+
+
+class FolderSource:
+    """The images of a folder in sorted order; `current_name` is the path of the image last read.
+
+    An unreadable file among readable ones is skipped with a warning line, so one bad file does not
+    end a long batch; a folder with no readable image at all is a UserError.
+    """
+
+    live = False
+
+    def __init__(self, folder: str | os.PathLike, warn: Callable[[str], None] | None = None):
+        folder = Path(folder)
+        self.name = str(folder)
+        self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if not self.paths:
+            raise UserError(f"no images in folder {folder} (looked for {', '.join(sorted(IMAGE_EXTS)[:6])}, ...)")
+        self.current_name = str(self.paths[0])
+        self.fps: float | None = None
+        self._warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+        self._next = 0
+        self._delivered = 0
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        while self._next < len(self.paths):
+            path = self.paths[self._next]
+            self._next += 1
+            try:
+                img = read_image(path)
+                to_bgr8(img)  # refuse shapes the pipeline cannot take here, not mid-loop
+            except (UserError, ValueError) as e:
+                self._warn(f"skipping {path}: {e}")
+                continue
+            self.current_name = str(path)
+            self._delivered += 1
+            return True, img
+        if not self._delivered:
+            raise UserError(f"no readable images in folder {self.name}")
+        return False, None
+
+    def release(self) -> None:
+        self._next = len(self.paths)
+
+
+class VideoFileSource:
+    """A video file, every frame in order. The first frame is decoded at open to validate the file."""
+
+    live = False
+
+    def __init__(self, path: str | os.PathLike):
+        self.name = str(path)
+        self.current_name = self.name
+        with quiet_opencv():
+            self._cap = cv2.VideoCapture(self.name)
+            ok, frame = self._cap.read() if self._cap.isOpened() else (False, None)
+        if not ok or frame is None or frame.size == 0:
+            self._cap.release()
+            raise UserError(f"cannot read video {path} (empty, corrupt or an unsupported format)")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps: float | None = fps if 0 < fps < 1000 else None
+        self._first: np.ndarray | None = frame
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._first is not None:
+            frame, self._first = self._first, None
+            return True, frame
+        ok, frame = self._cap.read()
+        if not ok or frame is None or frame.size == 0:
+            return False, None
+        return True, frame
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+# --- live sources -----------------------------------------------------------------------------
+
+@dataclass
+class LiveConfig:
+    retry_s: float = 3.0  # how long a camera that stopped delivering is reopened before giving up
+    stall_s: float = 3.0  # no new frame for this long counts as a failure (then retried)
+    retry_wait_s: float = 0.2  # pause between reopen attempts
+
+
+class LiveCapture:
+    """Reads a capture on its own thread and always hands out the newest frame.
+
+    `open_capture` makes a fresh capture (cv2.VideoCapture-like); it is called again to reopen a
+    camera that raised, returned (False, None) or stalled, for up to `retry_s` seconds. When the
+    camera cannot be recovered, `read()` raises SourceError with a one-line reason.
+    """
+
+    live = True
+
+    def __init__(self, open_capture: Callable[[], Capture], name: str, cfg: LiveConfig | None = None,
+                 fps: float | None = None, warn: Callable[[str], None] | None = None):
+        self.name = name
+        self.current_name = name
+        self.fps = fps
+        self.cfg = cfg or LiveConfig()
+        self._open = open_capture
+        self._warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+        self._cond = threading.Condition()
+        self._frame: np.ndarray | None = None
+        self._seq = 0  # frames captured so far
+        self._taken = 0  # sequence number of the frame last handed out
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._cap = self._open_or_none()
+        if self._cap is None:
+            raise SourceError(f"cannot open {name}")
+        self._thread = threading.Thread(target=self._run, name=f"capture {name}", daemon=True)
+        self._thread.start()
+
+    def _open_or_none(self) -> Capture | None:
+        try:
+            with quiet_opencv():
+                cap = self._open()
+        except Exception:
+            return None
+        opened = getattr(cap, "isOpened", None)
+        if cap is None or (opened is not None and not opened()):
+            if cap is not None:
+                cap.release()
+            return None
+        return cap
+
+    def _read_once(self) -> np.ndarray | None:
+        try:
+            ok, frame = self._cap.read()
+        except Exception:
+            return None
+        if not ok or frame is None or getattr(frame, "size", 0) == 0:
+            return None
+        return frame
+
+    def _run(self) -> None:
+        failing_since: float | None = None
+        while not self._stop.is_set():
+            frame = self._read_once() if self._cap is not None else None
+            if frame is not None:
+                failing_since = None
+                with self._cond:
+                    self._frame, self._seq = frame, self._seq + 1
+                    self._cond.notify_all()
+                continue
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = now
+                self._warn(f"{self.name} stopped delivering frames; retrying for {self.cfg.retry_s:g} s")
+            if now - failing_since > self.cfg.retry_s:
+                self._fail(f"{self.name} stopped delivering frames")
+                return
+            self._reopen()
+
+    def _reopen(self) -> None:
+        if self._cap is not None:
+            with contextlib.suppress(Exception):
+                self._cap.release()
+        self._stop.wait(self.cfg.retry_wait_s)
+        self._cap = None if self._stop.is_set() else self._open_or_none()
+
+    def _fail(self, reason: str) -> None:
+        with self._cond:
+            self._error = reason
+            self._cond.notify_all()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """The newest frame not yet handed out; waits for one. SourceError once the camera is lost."""
+        deadline = time.monotonic() + self.cfg.stall_s + self.cfg.retry_s
+        with self._cond:
+            while self._seq == self._taken and self._error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self._error = f"{self.name} stalled (no frame for {self.cfg.stall_s + self.cfg.retry_s:g} s)"
+                    break
+                self._cond.wait(min(left, 0.1))
+            if self._seq == self._taken:
+                raise SourceError(self._error)
+            self._taken = self._seq
+            return True, self._frame
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        if self._cap is not None:
+            with contextlib.suppress(Exception):
+                self._cap.release()
+
+
+def open_camera(index: int, width: int | None = None, height: int | None = None, fps: float | None = None,
+                cfg: LiveConfig | None = None) -> LiveCapture:
+    """Camera `index` on a capture thread, with optional size and rate requests."""
+
+    def open_capture() -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(index)
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height),
+                            (cv2.CAP_PROP_FPS, fps)):
+            if value and cap.isOpened():
+                cap.set(prop, value)
+        with contextlib.suppress(Exception):
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frames, not a queue of old ones
+        return cap
+
+    try:
+        return LiveCapture(open_capture, f"camera {index}", cfg, fps=fps)
+    except SourceError:
+        raise SourceError(f"no camera at index {index} (try --source demo to run without a webcam, "
+                          f"or --source VIDEO/IMAGE)") from None
+
+
+# --- synthetic sources ------------------------------------------------------------------------
+
+class DemoSource:
+    """The built-in scene of handwritten digits on paper, moving gently (no webcam needed).
+
+    With `realtime` frames are paced at `fps`, so motion looks as it would from a camera.
+    """
+
+    live = True
+
+    def __init__(self, fps: float = 30.0, realtime: bool = False, seed: int = 0, scene=None,
+                 width: int | None = None, height: int | None = None, data_dir: str | None = None):
+        if scene is None:
+            from .synth import DemoScene
+
+            scene = DemoScene(data_dir=data_dir, size=(width or 640, height or 480), seed=seed)
+        self.scene = scene
+        self.name = self.current_name = "demo"
+        self.fps = fps
+        self.realtime = realtime
+        self._next_t = time.monotonic()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self.realtime:
+            self._next_t += 1.0 / self.fps
+            delay = self._next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                self._next_t = time.monotonic()
+        return True, self.scene.next_frame()
+
+    def release(self) -> None:
+        pass
+
+
+class DrawPad:
+    """A sheet of paper to draw digits on with the mouse; the app forwards its window's mouse events.
+
+    Left button draws, right button erases, `clear()` (key c) wipes the sheet.
+    """
+
+    live = True
+
+    def __init__(self, width: int = 960, height: int = 540, stroke: int | None = None):
+        self.name = self.current_name = "drawpad"
+        self.fps: float | None = None
+        self.canvas = np.full((height, width, 3), 245, np.uint8)
+        self.stroke = stroke or max(6, height // 40)
+        self._last: tuple[int, int] | None = None
+        self._button = 0
+
+    def on_mouse(self, event: int, x: int, y: int, flags: int, _param=None) -> None:
+        if event in (cv2.EVENT_LBUTTONDOWN, cv2.EVENT_RBUTTONDOWN):
+            self._button = 1 if event == cv2.EVENT_LBUTTONDOWN else 2
+            self._last = (x, y)
+        elif event in (cv2.EVENT_LBUTTONUP, cv2.EVENT_RBUTTONUP):
+            self._button, self._last = 0, None
+        if self._button and self._last is not None and event in (cv2.EVENT_MOUSEMOVE, cv2.EVENT_LBUTTONDOWN,
+                                                                  cv2.EVENT_RBUTTONDOWN):
+            ink, width = ((25, 25, 25), self.stroke) if self._button == 1 else ((245, 245, 245), self.stroke * 3)
+            cv2.line(self.canvas, self._last, (x, y), ink, width, cv2.LINE_AA)
+            self._last = (x, y)
+
+    def clear(self) -> None:
+        self.canvas[:] = 245
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return True, self.canvas.copy()
+
+    def release(self) -> None:
+        pass
+
+
+# --- choosing a source from --source ----------------------------------------------------------
+
+def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
+                realtime: bool = False, live_cfg: LiveConfig | None = None, data_dir: str | None = None):
+    """--source value -> a source: a camera index, `demo`, an image, a folder of images or a video."""
+    if spec.strip().isdigit():
+        return open_camera(int(spec), width, height, fps, live_cfg)
+    if spec == "demo":
+        return DemoSource(fps=fps or 30.0, realtime=realtime, width=width, height=height, data_dir=data_dir)
+    path = Path(spec)
+    if not path.exists():
+        raise UserError(f"no such file or folder: {spec} (use a camera index, demo, an image, a folder or a video)")
+    if path.is_dir():
+        return FolderSource(path)
+    if not os.access(path, os.R_OK):
+        raise UserError(f"cannot read {spec}: permission denied")
+    if path.suffix.lower() in IMAGE_EXTS:
+        return ImageSource(path)
+    return VideoFileSource(path)

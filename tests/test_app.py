@@ -1,0 +1,178 @@
+"""The loop and the CLI, headless: recordings, JSONL records, sources of every kind, bad flags."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+import camera_inferencer
+from app_fakes import ListSource, digit_frame, tiny_checkpoint, video_info, write_video
+from backend.app import AppConfig, run_app
+from backend.errors import SourceError
+from backend.pipeline import Pipeline, PipelineConfig
+from backend.recognizer import Recognizer
+from backend.sources import DemoSource
+
+KEYS = {"frame", "source", "time_ms", "detections", "numbers"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="module")
+def pipeline(ckpt):
+    # A random tiny model is rarely confident: accept everything so that readings flow through.
+    return Pipeline(Recognizer(ckpt, "cpu"), PipelineConfig(min_confidence=0.0))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def moving_frames(n: int, size=(320, 240)):
+    return [digit_frame("2024", size=size, shift=i % 4, seed=i) for i in range(n)]
+
+
+def test_headless_run_records_every_frame_and_one_record_per_frame(tmp_path, pipeline):
+    cfg = AppConfig(display=False, record=str(tmp_path / "out.mp4"), jsonl=str(tmp_path / "out.jsonl"))
+    summary = run_app(ListSource(moving_frames(12), name="clip.mp4"), pipeline, cfg)
+    assert summary.frames == 12 and summary.end == "end of input"
+    assert video_info(tmp_path / "out.mp4")[:3] == (12, 320, 240)
+    recs = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["frame"] for r in recs] == list(range(12))
+    assert all(set(r) == KEYS and r["source"] == "clip.mp4" for r in recs)
+    dets = [d for r in recs for d in r["detections"]]
+    assert dets and all(len(d["box"]) == 4 and len(d["probs"]) == 10 and "track_id" in d for d in dets)
+    # A video's digits keep their track ids from frame to frame.
+    assert {d["track_id"] for d in recs[0]["detections"]} == {d["track_id"] for d in recs[-1]["detections"]}
+
+
+class StandInScene:
+    def __init__(self):
+        self.t = 0
+
+    def next_frame(self):
+        self.t += 1
+        return digit_frame("31", shift=self.t % 5, seed=self.t)
+
+
+def test_max_frames_stops_an_endless_source(tmp_path, pipeline):
+    cfg = AppConfig(display=False, max_frames=7, jsonl=str(tmp_path / "demo.jsonl"))
+    summary = run_app(DemoSource(scene=StandInScene()), pipeline, cfg)
+    assert summary.frames == 7 and len(read_jsonl(tmp_path / "demo.jsonl")) == 7
+
+
+def test_source_failing_mid_run_leaves_a_playable_recording(tmp_path, pipeline):
+    cfg = AppConfig(display=False, record=str(tmp_path / "out.avi"), jsonl=str(tmp_path / "out.jsonl"))
+    with pytest.raises(SourceError, match="finalised \\(6 frames\\)") as e:
+        run_app(ListSource(moving_frames(6), fail="raise"), pipeline, cfg)
+    assert e.value.code == 1
+    assert video_info(tmp_path / "out.avi")[:3] == (6, 320, 240)
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 6
+
+
+def test_changing_frame_sizes_are_reported_and_recorded_at_the_first_size(tmp_path, pipeline):
+    frames = moving_frames(3) + moving_frames(3, size=(640, 360)) + moving_frames(2, size=(160, 120))
+    warnings = []
+    cfg = AppConfig(display=False, record=str(tmp_path / "out.mp4"))
+    run_app(ListSource(frames), pipeline, cfg, warn=warnings.append)
+    assert video_info(tmp_path / "out.mp4")[:3] == (8, 320, 240)
+    assert sum("frame size changed" in w for w in warnings) == 2
+
+
+class ShapeSpy:
+    """Wraps a pipeline and remembers the frame sizes it was given."""
+
+    def __init__(self, inner):
+        self.inner, self.shapes = inner, []
+
+    def process(self, frame):
+        self.shapes.append(frame.shape)
+        return self.inner.process(frame)
+
+
+def test_enormous_frames_are_capped_and_boxes_map_back_to_the_original(tmp_path, pipeline):
+    big = cv2.resize(digit_frame("7", size=(400, 400)), (8000, 8000), interpolation=cv2.INTER_NEAREST)
+    spy = ShapeSpy(pipeline)
+    cfg = AppConfig(display=False, max_side=1000, jsonl=str(tmp_path / "big.jsonl"), track=False)
+    run_app(ListSource([big], fps=None), spy, cfg)
+    assert spy.shapes == [(1000, 1000, 3)]
+    boxes = [d["box"] for d in read_jsonl(tmp_path / "big.jsonl")[0]["detections"]]
+    assert boxes and max(b[0] + b[2] for b in boxes) > 1000  # in 8000x8000 pixels
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+@pytest.fixture
+def media(tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name, text in (("b.png", "12"), ("a.png", "7"), ("c.jpg", "90")):
+        cv2.imwrite(str(folder / name), digit_frame(text))
+    write_video(tmp_path / "clip.avi", moving_frames(5))
+    return tmp_path
+
+
+def cli(args, ckpt):
+    return camera_inferencer.main([*args, "--checkpoint", str(ckpt), "--device", "cpu"])
+
+
+@pytest.mark.parametrize("kind", ["image", "folder", "video"])
+def test_headless_cli_writes_one_record_per_frame(media, ckpt, kind, capsys):
+    src = {"image": media / "shots" / "b.png", "folder": media / "shots", "video": media / "clip.avi"}[kind]
+    out = media / "out.jsonl"
+    assert cli(["--source", str(src), "--no-display", "--jsonl", str(out)], ckpt) == 0
+    recs = read_jsonl(out)
+    expected = {"image": [str(src)], "folder": [str(media / "shots" / n) for n in ("a.png", "b.png", "c.jpg")],
+                "video": [str(src)] * 5}[kind]
+    assert [r["source"] for r in recs] == expected
+    assert [r["frame"] for r in recs] == list(range(len(expected)))
+    assert all(set(r) == KEYS for r in recs)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "nope.png"], "no such file"),
+    (["--source", "shots/../clip.avi.missing"], "no such file"),
+    (["--source", "empty"], "no images in folder"),
+    (["--source", "junk.png"], "cannot read image"),
+    (["--source", "junk.mp4"], "cannot read video"),
+    (["--source", "shots", "--record", "out.gif"], ".mp4"),
+])
+def test_bad_inputs_give_one_line_and_exit_2(media, ckpt, args, message, capsys, monkeypatch):
+    monkeypatch.chdir(media)
+    (media / "empty").mkdir()
+    (media / "junk.png").write_bytes(b"\x89PNG garbage")
+    (media / "junk.mp4").write_bytes(b"\x00" * 100)
+    assert cli([*args, "--no-display"], ckpt) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+@pytest.mark.parametrize("args", [
+    ["--max-frames", "-1"], ["--max-frames", "0"], ["--width", "-640"], ["--height", "abc"], ["--fps", "0"],
+    ["--fps", "nan"], ["--max-side", "0"], ["--device", "tpu"], ["--draw", "--no-display"], ["--bogus"],
+])
+def test_bad_flags_exit_2_with_argparse_message(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        camera_inferencer.parse_args(args)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_no_display_gives_one_line_suggesting_no_display(media, ckpt, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert cli(["--source", str(media / "shots" / "a.png")], ckpt) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-display" in err[0]
+
+
+def test_help_documents_every_key(capsys):
+    with pytest.raises(SystemExit):
+        camera_inferencer.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for key in ("q / Esc", "space", " r ", " a ", " m ", " d ", " s ", " h ", " c "):
+        assert key in text

@@ -1,0 +1,103 @@
+"""Overlay: a pure function of the frame and readings; every layer toggles; ink stays visible."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app_fakes import digit_frame
+from backend.overlay import HudInfo, OverlayConfig, draw_overlay
+from backend.pipeline import Detections
+
+BOX = [60, 80, 50, 70]
+
+
+def readings(n: int = 2, boxes=None) -> Detections:
+    if boxes is None:
+        boxes = [[60 + 80 * i, 80, 50, 70] for i in range(n)]
+    boxes = np.array(boxes, np.int32).reshape(-1, 4)
+    n = len(boxes)
+    probs = np.full((n, 10), 0.01, np.float32)
+    probs[:, 3] = 0.91
+    attn = np.zeros((n, 7, 7), np.float32)
+    attn[:, 2:5, 2:5] = 1.0  # the centre of the digit draws the attention
+    crops = np.zeros((n, 28, 28), np.uint8)
+    crops[:, 6:22, 10:18] = 255
+    return Detections(boxes, np.full(n, 3), probs.max(1), probs, attn, attn.copy(), crops, np.arange(1, n + 1))
+
+
+HUD = HudInfo(fps=24.0, timings={"detect": 3.0, "preprocess": 1.0, "model": 6.0, "draw": 2.0}, device="cpu",
+              model="digits_vit.pt", recording="rec_001.mp4")
+
+
+def region_changed(a: np.ndarray, b: np.ndarray, y0, y1, x0, x1) -> bool:
+    return bool(np.any(a[y0:y1, x0:x1] != b[y0:y1, x0:x1]))
+
+
+def test_draw_is_pure_and_keeps_shape():
+    frame = digit_frame("33", size=(320, 240))
+    before = frame.copy()
+    out = draw_overlay(frame, readings(), ["33"], OverlayConfig(), HUD)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert np.array_equal(frame, before)
+    assert not np.array_equal(out, frame)
+
+
+# (layer, region that only that layer draws on: y0, y1, x0, x1 in a 640x480 frame)
+LAYERS = [
+    ("boxes", (80, 150, 59, 62)),  # the left edge of the first box
+    ("labels", (55, 79, 62, 100)),  # above the first box
+    ("attention", (100, 130, 75, 95)),  # inside the first box
+    ("numbers", (10, 60, 540, 630)),  # top right panel
+    ("inset", (400, 470, 500, 630)),  # bottom right strip
+    ("hud", (0, 40, 0, 200)),  # top left panel
+]
+
+
+@pytest.mark.parametrize("layer, region", LAYERS, ids=[name for name, _ in LAYERS])
+def test_each_layer_toggles(layer, region):
+    frame = np.full((480, 640, 3), 230, np.uint8)
+    on = draw_overlay(frame, readings(), ["33"], OverlayConfig(), HUD)
+    off = draw_overlay(frame, readings(), ["33"], OverlayConfig(**{layer: False}), HUD)
+    assert region_changed(on, frame, *region), f"{layer} drew nothing where expected"
+    assert region_changed(on, off, *region), f"turning {layer} off changed nothing"
+
+
+def test_debug_and_help_views_change_the_picture():
+    frame = digit_frame("3", size=(640, 480))
+    mask = np.zeros((240, 320), np.uint8)
+    mask[40:75, 30:55] = 255
+    plain = draw_overlay(frame, readings(1), ["3"], OverlayConfig(), HUD)
+    debug = draw_overlay(frame, readings(1), ["3"], OverlayConfig(debug=True), HUD, readings(1, [[300, 300, 20, 30]]), mask)
+    helped = draw_overlay(frame, readings(1), ["3"], OverlayConfig(help=True), HUD)
+    assert debug[100, 80].tolist() != plain[100, 80].tolist()  # mask pixels are painted
+    assert debug[300, 300].tolist() != plain[300, 300].tolist()  # the rejected candidate is boxed
+    assert region_changed(helped, plain, 200, 280, 250, 400)
+
+
+def test_heatmap_keeps_ink_dark_and_tints_paper():
+    frame = np.full((480, 640, 3), 230, np.uint8)
+    frame[100:130, 80:90] = 20  # a stroke inside the first box, where attention is high
+    out = draw_overlay(frame, readings(1), [], OverlayConfig(labels=False, boxes=False, inset=False, hud=False,
+                                                            numbers=False), None)
+    assert out[115, 85].max() < 100  # ink still reads as ink
+    assert np.abs(out[115, 95].astype(int) - 230).max() > 30  # paper next to it is coloured
+
+
+@pytest.mark.parametrize("size, boxes", [
+    ((32, 24), [[0, 0, 30, 20]]),  # tiny frame
+    ((640, 480), [[600, 450, 80, 80]]),  # box running off the frame
+    ((640, 480), [[0, 0, 1, 1]]),  # degenerate box
+    ((1920, 1080), [[100 + 40 * i, 100 + 20 * (i % 5), 30, 40] for i in range(40)]),  # many digits
+], ids=["tiny", "off-frame", "degenerate", "many"])
+def test_awkward_frames_and_boxes_draw_without_error(size, boxes):
+    frame = np.full((size[1], size[0], 3), 200, np.uint8)
+    out = draw_overlay(frame, readings(boxes=boxes), ["1234567890" * 4] * 8, OverlayConfig(help=True), HUD)
+    assert out.shape == frame.shape
+
+
+def test_empty_readings_draw_only_the_hud():
+    frame = np.full((240, 320, 3), 200, np.uint8)
+    empty = readings(boxes=[])
+    out = draw_overlay(frame, empty, [], OverlayConfig(), HUD)
+    assert region_changed(out, frame, 0, 30, 0, 100)
+    assert not region_changed(out, frame, 120, 240, 0, 320)

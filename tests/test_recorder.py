@@ -1,0 +1,94 @@
+"""Recorder and JSONL writer: files are finalised and complete whatever ends the writing."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app_fakes import video_info
+from backend.errors import UserError
+from backend.recorder import JsonlWriter, VideoRecorder, next_numbered_path
+
+
+def frames(n: int, size=(160, 120)):
+    return [np.full((size[1], size[0], 3), (20 + 7 * i) % 256, np.uint8) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.avi", "out.mkv"])
+def test_recording_opens_with_every_frame_at_its_size_and_rate(tmp_path, name):
+    with VideoRecorder(tmp_path / name, fps=12) as rec:
+        for f in frames(15):
+            rec.write(f)
+    assert video_info(tmp_path / name)[:3] == (15, 160, 120)
+    assert video_info(tmp_path / name)[3] == pytest.approx(12, abs=0.5)
+
+
+def test_recording_is_finalised_when_the_writing_loop_raises(tmp_path):
+    path = tmp_path / "crash.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoRecorder(path) as rec:  # rate measured: the first frames wait in memory
+            for i, f in enumerate(frames(40)):
+                if i == 25:
+                    raise RuntimeError("camera lost")
+                rec.write(f)
+    assert video_info(path)[:3] == (25, 160, 120)
+
+
+def test_measured_rate_falls_back_when_too_few_frames(tmp_path):
+    with VideoRecorder(tmp_path / "two.mp4", fallback_fps=24) as rec:
+        for f in frames(2):
+            rec.write(f)
+    assert rec.fps == 24 and video_info(tmp_path / "two.mp4")[0] == 2
+
+
+def test_frames_of_another_size_are_fitted_to_the_first(tmp_path):
+    with VideoRecorder(tmp_path / "sizes.mp4", fps=10) as rec:
+        for f in frames(3) + frames(3, size=(320, 200)) + frames(3, size=(80, 60)):
+            rec.write(f)
+    assert video_info(tmp_path / "sizes.mp4")[:3] == (9, 160, 120)
+
+
+def test_close_twice_and_empty_recording_are_harmless(tmp_path):
+    rec = VideoRecorder(tmp_path / "none.mp4")
+    rec.close()
+    rec.close()
+    assert rec.frames == 0
+
+
+def test_bad_recording_names_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match=r"\.mp4"):
+        VideoRecorder(tmp_path / "out.gif")
+
+
+def test_numbered_paths_count_up(tmp_path):
+    assert next_numbered_path(tmp_path / "new", "rec", ".mp4").name == "rec_001.mp4"
+    (tmp_path / "rec_001.mp4").touch()
+    (tmp_path / "rec_007.mp4").touch()
+    (tmp_path / "rec_x.mp4").touch()
+    assert next_numbered_path(tmp_path, "rec", ".mp4").name == "rec_008.mp4"
+
+
+def test_jsonl_lines_are_complete_and_flushed_as_written(tmp_path):
+    path = tmp_path / "log.jsonl"
+    with JsonlWriter(path) as log:
+        for i in range(3):
+            log.write({"frame": i, "detections": []})
+            # Readable line by line while the writer is still open: flushed per record.
+            lines = path.read_text().splitlines()
+            assert [json.loads(l)["frame"] for l in lines] == list(range(i + 1))
+    assert log.records == 3
+
+
+def test_jsonl_into_an_unwritable_place_is_a_user_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write"):
+        JsonlWriter(tmp_path / "file" / "log.jsonl")
+
+
+@pytest.mark.parametrize("fps", [82.157, 29.97, 119.88])
+def test_odd_source_rates_still_record(tmp_path, fps):
+    with VideoRecorder(tmp_path / "odd.mp4", fps=fps) as rec:
+        for f in frames(4):
+            rec.write(f)
+    assert video_info(tmp_path / "odd.mp4")[0] == 4

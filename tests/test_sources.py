@@ -1,0 +1,218 @@
+"""Sources: frame normalisation, files and folders, the threaded camera reader, demo and draw pad."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from app_fakes import FakeCapture, digit_frame, write_video
+from backend.errors import SourceError, UserError
+from backend.sources import (DemoSource, DrawPad, FolderSource, ImageSource, LiveCapture, LiveConfig,
+                             VideoFileSource, open_camera, open_source, prepare_frame, to_bgr8)
+
+H, W = 24, 32
+
+
+@pytest.mark.parametrize("frame", [
+    np.full((H, W), 200, np.uint8),  # gray
+    np.full((H, W, 1), 200, np.uint8),  # gray with a channel axis
+    np.full((H, W, 3), 200, np.uint8),  # BGR
+    np.full((H, W, 4), 200, np.uint8),  # BGRA
+    np.full((H, W, 3), 200 * 257, np.uint16),  # 16-bit
+    np.full((H, W), 200 / 255, np.float32),  # float in [0, 1]
+    np.full((H, W), 2 ** 30 + 2 ** 28, np.int32),  # another integer type (scaled by its range)
+    np.ones((H, W), bool),  # a mask
+], ids=["gray", "gray1", "bgr", "bgra", "uint16", "float", "int32", "bool"])
+def test_to_bgr8_accepts_every_image_kind(frame):
+    out = to_bgr8(frame)
+    assert out.shape == (H, W, 3) and out.dtype == np.uint8
+    assert 190 <= int(out.mean()) <= 255
+
+
+def test_transparent_pixels_become_white_paper():
+    bgra = np.zeros((H, W, 4), np.uint8)  # black but fully transparent...
+    bgra[5:10, 5:10] = (20, 20, 20, 255)  # ...except an opaque dark stroke
+    out = to_bgr8(bgra)
+    assert out[0, 0].tolist() == [255, 255, 255]
+    assert out[7, 7].tolist() == [20, 20, 20]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 10, 3), np.uint8), np.zeros((10, 0), np.uint8),
+                                 np.zeros((4, 4, 5), np.uint8), np.zeros(10, np.uint8), None, "frame"],
+                         ids=["zero-height", "zero-width", "5-channels", "1-d", "none", "str"])
+def test_to_bgr8_refuses_non_images(bad):
+    with pytest.raises(ValueError):
+        to_bgr8(bad)
+
+
+def test_prepare_frame_caps_enormous_frames():
+    big = np.full((8000, 8000), 255, np.uint8)
+    frame, scale = prepare_frame(big, max_side=1024)
+    assert frame.shape == (1024, 1024, 3) and scale == pytest.approx(1024 / 8000)
+    small, s = prepare_frame(np.zeros((100, 50, 3), np.uint8), max_side=1024)
+    assert small.shape == (100, 50, 3) and s == 1.0
+
+
+@pytest.fixture
+def files(tmp_path):
+    img = digit_frame("7")
+    d = tmp_path
+    cv2.imwrite(str(d / "b.png"), img)
+    cv2.imwrite(str(d / "a.jpg"), img)
+    cv2.imwrite(str(d / "gray.png"), cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(d / "deep.png"), img.astype(np.uint16) * 257)
+    cv2.imwrite(str(d / "alpha.png"), cv2.cvtColor(img, cv2.COLOR_BGR2BGRA))
+    (d / "random.png").write_bytes(np.random.default_rng(0).bytes(2000))
+    (d / "empty.png").write_bytes(b"")
+    (d / "truncated.png").write_bytes((d / "b.png").read_bytes()[:60])
+    (d / "random.mp4").write_bytes(np.random.default_rng(1).bytes(5000))
+    (d / "empty.mp4").write_bytes(b"")
+    write_video(d / "clip.avi", [digit_frame(str(i)) for i in range(6)])
+    (d / "empty_dir").mkdir()
+    (d / "junk_dir").mkdir()
+    (d / "junk_dir" / "x.png").write_bytes(b"not a png")
+    (d / "notes.txt").write_text("not media")
+    return d
+
+
+@pytest.mark.parametrize("name", ["b.png", "a.jpg", "gray.png", "deep.png", "alpha.png"])
+def test_image_files_of_any_depth_and_channels_read(files, name):
+    src = open_source(str(files / name))
+    assert isinstance(src, ImageSource)
+    ok, frame = src.read()
+    assert ok and prepare_frame(frame)[0].shape == (240, 320, 3)
+    assert src.read() == (False, None)
+
+
+@pytest.mark.parametrize("name, what", [
+    ("missing.png", "no such file"), ("random.png", "cannot read image"), ("empty.png", "cannot read image"),
+    ("truncated.png", "cannot read image"), ("random.mp4", "cannot read video"), ("empty.mp4", "cannot read video"),
+    ("notes.txt", "cannot read video"), ("empty_dir", "no images in folder"),
+])
+def test_unreadable_inputs_are_user_errors(files, name, what):
+    with pytest.raises(UserError, match=what) as e:
+        src = open_source(str(files / name))
+        src.read()
+    assert e.value.code == 2 and "\n" not in str(e.value)
+
+
+def test_folder_of_only_junk_fails_at_first_read(files):
+    src = open_source(str(files / "junk_dir"))
+    with pytest.raises(UserError, match="no readable images"):
+        src.read()
+
+
+def test_folder_reads_sorted_and_skips_unreadable_files(files):
+    warnings = []
+    src = FolderSource(files, warn=warnings.append)
+    names = []
+    while True:
+        ok, frame = src.read()
+        if not ok:
+            break
+        names.append(src.current_name.rsplit("/", 1)[-1])
+    assert names == ["a.jpg", "alpha.png", "b.png", "deep.png", "gray.png"]
+    assert sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in warnings) == ["empty.png", "random.png", "truncated.png"]
+
+
+def test_video_file_gives_every_frame_in_order(tmp_path):
+    frames = [np.full((48, 64, 3), 10 + 20 * i, np.uint8) for i in range(10)]
+    src = VideoFileSource(write_video(tmp_path / "v.avi", frames, fps=12))
+    assert src.fps == pytest.approx(12)
+    got = []
+    while (r := src.read())[0]:
+        got.append(int(r[1].mean()))
+    src.release()
+    assert len(got) == 10 and all(abs(g - (10 + 20 * i)) <= 3 for i, g in enumerate(got))
+
+
+def camera(frames, fail="end", delay=0.002, **cfg):
+    caps = []
+
+    def open_capture():  # the camera delivers `frames`, then fails; reopening it gives nothing
+        caps.append(FakeCapture(frames if not caps else [], fail=fail, delay=delay))
+        return caps[-1]
+
+    kw = dict(retry_s=0.3, stall_s=0.3, retry_wait_s=0.05)
+    kw.update(cfg)
+    return LiveCapture(open_capture, "camera 9", LiveConfig(**kw), warn=lambda m: None), caps
+
+
+def test_live_capture_always_hands_out_the_newest_frame():
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(200)]
+    cam, _ = camera(frames, delay=0.001, retry_s=5, stall_s=5)
+    seen = []
+    for _ in range(5):
+        time.sleep(0.03)  # a slow consumer
+        seen.append(int(cam.read()[1][0, 0, 0]))
+    cam.release()
+    assert seen == sorted(seen) and len(set(seen)) == 5
+    assert seen[-1] - seen[0] > 4  # frames in between were dropped, not queued
+
+
+@pytest.mark.parametrize("fail", ["end", "raise", "stall"])
+def test_lost_camera_is_retried_then_reported(fail):
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 3
+    cam, caps = camera(frames, fail=fail)
+    got = 0
+    with pytest.raises(SourceError, match="camera 9") as e:
+        while True:
+            cam.read()
+            got += 1
+    cam.release()
+    assert 1 <= got <= len(frames) and e.value.code == 1
+    if fail != "stall":
+        assert len(caps) > 1  # it tried to reopen the camera
+
+
+def test_camera_that_comes_back_is_recovered():
+    good = [np.full((4, 4, 3), 7, np.uint8)] * 1000
+    calls = []
+
+    def open_capture():
+        calls.append(1)
+        # The first capture dies after 2 frames; the reopened one works.
+        return FakeCapture(good[:2] if len(calls) == 1 else good, fail="raise", delay=0.002)
+
+    cam = LiveCapture(open_capture, "camera 9", LiveConfig(retry_s=2, stall_s=2, retry_wait_s=0.05), warn=lambda m: None)
+    for _ in range(10):
+        assert cam.read()[0]
+    cam.release()
+    assert len(calls) >= 2
+
+
+def test_missing_camera_suggests_the_demo():
+    with pytest.raises(SourceError, match="--source demo") as e:
+        open_camera(97, cfg=LiveConfig(retry_s=0.1, stall_s=0.1))
+    assert e.value.code == 1
+
+
+class StandInScene:
+    def __init__(self):
+        self.t = 0
+
+    def next_frame(self):
+        self.t += 1
+        return digit_frame("31", shift=self.t % 5)
+
+
+def test_demo_source_wraps_a_scene():
+    src = DemoSource(scene=StandInScene())
+    frames = [src.read() for _ in range(3)]
+    assert all(ok for ok, _ in frames) and src.live and src.name == "demo"
+    assert not np.array_equal(frames[0][1], frames[1][1])
+
+
+def test_draw_pad_draws_and_clears():
+    pad = DrawPad(200, 100)
+    blank = pad.read()[1].copy()
+    pad.on_mouse(cv2.EVENT_LBUTTONDOWN, 50, 50, 0)
+    pad.on_mouse(cv2.EVENT_MOUSEMOVE, 100, 60, 0)
+    pad.on_mouse(cv2.EVENT_LBUTTONUP, 100, 60, 0)
+    pad.on_mouse(cv2.EVENT_MOUSEMOVE, 150, 20, 0)  # button up: no ink
+    drawn = pad.read()[1]
+    assert drawn[55, 75].max() < 100 and drawn[20, 150].min() > 200
+    pad.clear()
+    assert np.array_equal(pad.read()[1], blank)
