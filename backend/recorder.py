@@ -46,7 +46,10 @@ class VideoRecorder:
         self._writer: cv2.VideoWriter | None = None
         self._pending: list[np.ndarray] = []
         self._times: list[float] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot record to {path}: {e.strerror or e}") from None
         if not os.access(self.path.parent, os.W_OK):
             raise UserError(f"cannot record to {path}: folder is not writable")
 

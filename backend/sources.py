@@ -87,13 +87,28 @@ def prepare_frame(frame: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarr
 
 
 @contextlib.contextmanager
-def quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own log lines (camera probing prints several) for the enclosed block."""
+def quiet_opencv(native: bool = False) -> Iterator[None]:
+    """Silence OpenCV's own log lines (camera probing prints several) for the enclosed block.
+
+    native: also mute what its libraries write straight to stderr (FFmpeg's "moov atom not
+    found" for a broken video), so the user sees our one line and nothing else.
+    """
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    saved = None
+    if native:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
     try:
         yield
     finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
         cv2.utils.logging.setLogLevel(level)
 
 
@@ -181,7 +196,7 @@ class VideoFileSource:
     def __init__(self, path: str | os.PathLike):
         self.name = str(path)
         self.current_name = self.name
-        with quiet_opencv():
+        with quiet_opencv(native=True):
             self._cap = cv2.VideoCapture(self.name)
             ok, frame = self._cap.read() if self._cap.isOpened() else (False, None)
         if not ok or frame is None or frame.size == 0:

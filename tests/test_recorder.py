@@ -59,6 +59,9 @@ def test_close_twice_and_empty_recording_are_harmless(tmp_path):
 def test_bad_recording_names_are_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"\.mp4"):
         VideoRecorder(tmp_path / "out.gif")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot record"):
+        VideoRecorder(tmp_path / "file" / "out.mp4")
 
 
 def test_numbered_paths_count_up(tmp_path):
