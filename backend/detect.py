@@ -237,7 +237,8 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
     """Masks (each like m, a bool (h, w) mask of one candidate) that hold one digit each.
 
     While the ink is wider than a digit, cut it at its thinnest vertical waist (in the middle
-    half, and no thicker than a stroke and a half: touching digits, not one wide digit's body).
+    half, and no thicker than a stroke and a half: touching digits, not one wide digit's body),
+    if both sides are nearly as tall as the whole.
     The cut column is taken out and every piece left is given to the side its centre lies on,
     so a 3 whose arcs reach back over a neighbouring 0 keeps its arcs.
     """
@@ -266,6 +267,12 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
     right |= waist & (np.arange(m.shape[1]) >= c)[None]
     if not left.any() or not right.any():
         return [m]
+    # Two digits side by side are each about as tall as the pair; a part much shorter is a
+    # long bar or tail of one wide digit, which stays whole.
+    for part in (left, right):
+        r = np.flatnonzero(part.any(1))
+        if r[-1] - r[0] + 1 < 0.6 * th:
+            return [m]
     return (split_touching(left, stroke, max_aspect, depth + 1)
             + split_touching(right, stroke, max_aspect, depth + 1))
 
@@ -286,12 +293,46 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
     long_v = stats[1:, 3] >= lv
     if not (long_h.any() or long_v.any()):
         return None
-    lines = np.zeros_like(mask)
-    if long_h.any():
-        lines |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, lh), np.uint8))
-    if long_v.any():
-        lines |= cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((lv, 1), np.uint8))
-    return cv2.dilate(lines, np.ones((3, 3), np.uint8))
+    # A probabilistic Hough transform finds them at the slant of a tilted sheet too.
+    # A thin rule in a shadow breaks into dashes: long gaps are bridged, and it needs only a
+    # third of its length in ink.
+    segs = cv2.HoughLinesP(mask, 1, np.pi / 180, threshold=int(0.3 * min(lh, lv)), minLineLength=min(lh, lv),
+                           maxLineGap=max(3, int(0.05 * max(h, w))))
+    if segs is None:
+        return None
+    flat, steep = np.zeros_like(mask), np.zeros_like(mask)
+    for x0, y0, x1, y1 in segs.reshape(-1, 4):
+        horizontal = abs(x1 - x0) >= abs(y1 - y0)
+        if np.hypot(x1 - x0, y1 - y0) >= (lh if horizontal else lv):
+            # Ruled lines run across the whole sheet: draw the line edge to edge, so the parts
+            # the transform missed (faint in a shadow, broken by a digit) go too.
+            # The segment's own slope is only roughly right (a digit on the line pulls it), so
+            # the line is refitted to the ink along it before it is extended.
+            seg = np.zeros_like(mask)
+            cv2.line(seg, (int(x0), int(y0)), (int(x1), int(y1)), 1, 5)
+            ys, xs = np.nonzero(seg & mask)
+            if len(xs) < 2:
+                continue
+            u, v = (xs, ys) if horizontal else (ys, xs)  # v = a * u + b along the line
+            a, b = np.polyfit(u, v, 1)
+            for _ in range(2):  # drop the digit strokes the band caught, refit to the line alone
+                near = np.abs(v - (a * u + b)) <= 1.5
+                if near.sum() < 2:
+                    break
+                a, b = np.polyfit(u[near], v[near], 1)
+            if horizontal:
+                p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
+            else:
+                p0, p1 = (b, 0), (a * (h - 1) + b, h - 1)
+            cv2.line(flat if horizontal else steep, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
+    if not (flat.any() or steep.any()):
+        return None
+    # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
+    # the digit stays whole and only the bare line goes.
+    k = 9
+    across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
+    across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
+    return (flat & mask & (1 - across_flat)) | (steep & mask & (1 - across_steep))
 
 
 def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Candidates:

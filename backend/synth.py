@@ -44,6 +44,7 @@ class SceneConfig:
     table_p: float = 0.5  # chance that the sheet is smaller than the frame and a table shows
     perspective: float = 0.05  # corner jitter as a fraction of the frame size
     shadow_p: float = 0.6  # chance of a soft-edged shadow across the sheet
+    ruled_p: float = 0.15  # chance of ruled (lined) paper: faint lines that cross the digits
     gradient: float = 0.35  # strength of the uneven light (0 = flat)
     blur_max: float = 1.2  # Gaussian blur sigma upper bound (focus, motion)
     noise_max: float = 6.0  # sensor noise sigma upper bound, in grey levels
@@ -126,6 +127,11 @@ def _render_sheet(rng: np.random.Generator, cfg: SceneConfig, images: np.ndarray
     sheet = np.empty((H, W, 3), np.float32)
     sheet[:] = paper
     sheet += _texture(rng, H, W, float(rng.uniform(1, 5)))[..., None]
+    if not light_on_dark and rng.random() < cfg.ruled_p:
+        gap = int(rng.uniform(0.06, 0.12) * H)
+        rule = np.float32((200, 170, 140)) * rng.uniform(0.85, 1.0)  # faint blue
+        for y in range(int(rng.uniform(0.05, 0.1) * H), H, gap):
+            cv2.line(sheet, (0, y), (W - 1, y), rule.tolist(), int(rng.integers(1, 3)), cv2.LINE_AA)
     weight = float(rng.uniform(0, 1))
     n_want = int(rng.integers(cfg.min_digits, cfg.max_digits + 1))
     mx, my = int(0.1 * W), int(0.1 * H)

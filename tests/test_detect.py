@@ -132,6 +132,18 @@ def test_touching_neighbours_are_split(digits):
     assert abs(int(c.boxes[:, 0].min()) - 200) <= 3 and abs(int(c.boxes[:, 0].max()) - x0) <= 15
 
 
+def test_digits_on_ruled_paper(digits):
+    img = sheet()
+    for y in range(30, 480, 42):  # faint blue rules, tilted like a sheet that is not square on
+        cv2.line(img, (0, y), (639, y + 12), (205, 175, 150), 2, cv2.LINE_AA)
+    xs = [60, 150, 240, 330, 420]
+    for i, x in enumerate(xs):
+        stamp(img, first(digits, i + 3), x, 100, 70, ink=(120, 40, 20))  # crossing two rules
+    boxes = find_candidates(img).boxes
+    assert len(boxes) == len(xs)
+    assert sorted(abs(boxes[:, 0] - np.array(xs)[None].T).min(1).tolist())[-1] <= 4
+
+
 def test_big_and_small_digits_in_one_frame(digits):
     img = sheet(720, 1280)
     stamp(img, first(digits, 3), 80, 80, 380)  # a close-up filling half the frame
