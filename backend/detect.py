@@ -140,7 +140,7 @@ def ink_image(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
     blow up noise, so it is capped at half the paper's brightness, and where the background is
     darker still there is no paper to write on and nothing counts as ink.
     """
-    paper = float(np.percentile(background[::4, ::4], 90))
+    paper = _hist_quantile(np.bincount(background[::4, ::4].ravel(), minlength=256), 0.9)
     diff = cv2.subtract(background, gray)
     div = np.maximum(background, np.uint8(min(255, 0.5 * paper)))
     ink = cv2.divide(diff, div, scale=255)
@@ -354,7 +354,8 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     # ink must also stand out from the noise in absolute grey levels.
     m, sigma = paper_noise(work, bg)
     below = cv2.subtract(bg, work)  # grey levels under the background
-    mask = ((ink > low) & (below > -m + cfg.noise_k * sigma)).astype(np.uint8)
+    mask = cv2.bitwise_and(cv2.threshold(ink, low, 1, cv2.THRESH_BINARY)[1],
+                           cv2.threshold(below, -m + cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
     h, w = work.shape
 
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -362,7 +363,9 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
         mask = cv2.subtract(mask, lines)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    strong = np.bincount(labels[(ink > high) & (below > -m + 1.6 * cfg.noise_k * sigma)], minlength=n) > 0
+    hi = cv2.bitwise_and(cv2.threshold(ink, high, 1, cv2.THRESH_BINARY)[1],
+                         cv2.threshold(below, -m + 1.6 * cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
+    strong = np.bincount(labels[hi.view(bool)], minlength=n) > 0
     edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
     area = stats[:, 4].astype(np.float32)
     perim = np.bincount(labels[edge > 0], minlength=n).astype(np.float32)
