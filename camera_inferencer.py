@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from backend.device import DEVICES
+from backend.recognizer import BACKENDS
 from backend.errors import UserError
 
 
@@ -58,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jsonl", default=None, metavar="OUT.jsonl", help="write one JSON record per frame")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped artifacts/digits_vit.pt)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: %(default)s)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference engine: torch, onnx (ONNX Runtime, CPU) or auto = onnx on the CPU when "
+                        "onnxruntime is installed (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU inference threads (default: half the cores, 1-4)")
     p.add_argument("--width", type=positive_int, default=None, help="requested camera width (demo: frame width)")
     p.add_argument("--height", type=positive_int, default=None, help="requested camera height (demo: frame height)")
     p.add_argument("--fps", type=positive_float, default=None, help="requested camera frame rate (demo: its rate)")
@@ -83,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = AppConfig(display=not args.no_display, max_frames=args.max_frames, record=args.record, jsonl=args.jsonl,
                     track=False if args.no_track else None, max_side=args.max_side or MAX_SIDE,
                     recordings_dir=args.recordings_dir, snapshots_dir=args.snapshots_dir, overlay=OverlayConfig())
-    recognizer = Recognizer(args.checkpoint, args.device)
+    recognizer = Recognizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads)
+    print(f"model {recognizer.name} on {recognizer.device} ({recognizer.backend}, {recognizer.threads} thread(s))", file=sys.stderr)
     if args.draw:
         source = DrawPad(args.width or 960, args.height or 540)
     else:

@@ -297,10 +297,10 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                                                   f"({e})") from None
                             continue
                         bad = 0
-                        if shape is not None and frame.shape != shape:
+                        if tracker is not None and shape is not None and frame.shape != shape:
+                            # A stream that changes size mid-run (a folder of photos may well do so).
                             warn(f"frame size changed from {shape[1]}x{shape[0]} to {frame.shape[1]}x{frame.shape[0]}")
-                            if tracker is not None:
-                                tracker.reset()
+                            tracker.reset()
                         shape = frame.shape
                         result = pipeline.process(frame)
                         dets = result.detections
