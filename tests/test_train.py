@@ -3,7 +3,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 
+import pytest
 import torch
 
 from backend.checkpoint import load_model
@@ -69,3 +71,27 @@ def test_missing_data_is_one_clear_line(tmp_path):
                         "import main; sys.exit(main.main(['--eval', '--limit', '10']))"],
                        cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2 and "MNIST not available" in r.stderr
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, mnist_dir):
+    """SIGKILL during epoch 2, then --resume: the final weights equal an uninterrupted run's."""
+    common = ["--train", "--preset", "fast", "--limit", "600", "--batch-size", "32", "--epochs", "2",
+              "--workers", "0", "--data-dir", mnist_dir]
+    assert cli(*common, "--out", tmp_path / "whole").returncode == 0
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "main.py", *map(str, common), "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    if metrics.read_text().count("\n") >= 2:
+        pytest.skip("the run finished before it could be killed")
+    r = cli(*common, "--out", out, "--resume")
+    assert r.returncode == 0, r.stderr and "at epoch 2/2" in r.stdout
+
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(out / "last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
