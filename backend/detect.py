@@ -39,7 +39,7 @@ class DetectConfig:
     line_frac_w: float = 0.4  # horizontal lines longer than this fraction of the width are not ink
     line_frac_h: float = 0.6  # nor are vertical lines longer than this fraction of the height
     max_width_frac: float = 0.7  # a digit is at most this fraction of the frame width
-    local_snr: float = 6.5  # a digit's ink is darker than its surroundings by this many of their sigmas
+    local_snr: float = 2.5  # a digit's ink is darker than its surroundings by this many of their sigmas
 
 
 @dataclass
@@ -475,13 +475,11 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
         # Away from any ink and its blurred edge, and relative to the background (so the slope
         # of a shadow is not counted as roughness).
         away = cv2.dilate(mask[y0:y1, x0:x1], np.ones((5, 5), np.uint8)) == 0
-        surround = work[y0:y1, x0:x1][away].astype(np.float32) - bg[y0:y1, x0:x1][away]
-        if surround.size < 10:
+        if np.count_nonzero(away) < 10:
             continue
-        spread = 1.4826 * float(np.median(np.abs(surround - np.median(surround)))) + 1.0
-        inside = m > 0
-        contrast = float(np.median(bg[y:y + bh, x:x + bw][inside].astype(np.float32)
-                                   - work[y:y + bh, x:x + bw][inside]))
+        diff = cv2.subtract(bg[y0:y1, x0:x1], work[y0:y1, x0:x1], dtype=cv2.CV_16S)
+        spread = float(cv2.meanStdDev(diff, mask=away.view(np.uint8))[1][0, 0]) + 1.0
+        contrast = float(cv2.mean(diff[y - y0:y - y0 + bh, x - x0:x - x0 + bw], mask=m)[0])
         ok[i] = contrast >= cfg.local_snr * spread
     return ok
 
