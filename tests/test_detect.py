@@ -58,7 +58,7 @@ def test_recall_on_synthetic_scenes(digits):
 @pytest.mark.parametrize("kind", ["paper", "plain", "noise"])
 def test_nothing_on_frames_without_digits(kind):
     rng = np.random.default_rng(11)
-    for _ in range(8):
+    for _ in range(16):
         assert len(find_candidates(synth.blank_scene(rng, kind=kind)).boxes) == 0
 
 
