@@ -321,6 +321,17 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
                 if near.sum() < 2:
                     break
                 a, b = np.polyfit(u[near], v[near], 1)
+            # A drawn line is ink nearly all along; the tops of a row of digits, which the
+            # transform can also line up, are ink only here and there.
+            uu = np.arange(u.min(), u.max() + 1)
+            vv = np.rint(a * uu + b).astype(int)
+            lim = h if horizontal else w
+            on = np.zeros(len(uu), bool)
+            for dv in (-1, 0, 1):
+                vk = np.clip(vv + dv, 0, lim - 1)
+                on |= (mask[vk, uu] if horizontal else mask[uu, vk]) > 0
+            if on.mean() < 0.7:
+                continue
             if horizontal:
                 p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
             else:

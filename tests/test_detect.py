@@ -144,6 +144,20 @@ def test_digits_on_ruled_paper(digits):
     assert sorted(abs(boxes[:, 0] - np.array(xs)[None].T).min(1).tolist())[-1] <= 4
 
 
+def test_a_row_of_digits_is_not_taken_for_a_ruled_line(digits):
+    img = sheet()
+    cv2.line(img, (600, 10), (606, 470), (40, 40, 40), 3)  # a long line elsewhere: the sheet's edge
+    truth = []
+    for i, d in enumerate((1, 2, 3, 0, 7, 4, 6, 8, 7, 5)):
+        x = 40 + 52 * i
+        stamp(img, first(digits, d), x, 200, 40)
+        ys, xs = np.nonzero(first(digits, d) > 40)
+        truth.append((x, 200, round((np.ptp(xs) + 1) * 40 / (np.ptp(ys) + 1)), 40))
+    boxes = find_candidates(img).boxes
+    assert len(boxes) == 10
+    assert (synth.box_iou(np.array(truth), boxes).max(1) >= 0.8).all()  # bars and tops kept
+
+
 def test_big_and_small_digits_in_one_frame(digits):
     img = sheet(720, 1280)
     stamp(img, first(digits, 3), 80, 80, 380)  # a close-up filling half the frame
