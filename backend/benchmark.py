@@ -65,9 +65,9 @@ def load_folder(folder: str | os.PathLike) -> FrameSet:
 
 def synthetic_sets(n_frames: int, data_dir: str | None, seed: int = 0) -> list[FrameSet]:
     """Camera-like frames from backend.synth with exactly-requested digit counts where they fit."""
-    from .synth import SceneConfig, load_mnist_test, scenes
+    from .synth import SceneConfig, load_mnist_digits, scenes
 
-    digits = load_mnist_test(data_dir)
+    digits = load_mnist_digits(data_dir)
     out = []
     for w, h, k in SYNTH_SETS:
         # Thirty digits only fit a 640x480 sheet when they are small.

@@ -64,29 +64,13 @@ class Scene:
         return "/".join(" ".join("".join(str(self.labels[i]) for i in num) for num in line) for line in self.lines)
 
 
-def load_mnist_test(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_mnist_digits(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST test (or, with train, training) images (N, 28, 28) uint8 and labels (N,) int64,
-    from the local copy torchvision keeps in <data_dir>/MNIST/raw (never downloaded: scenes are
-    rendered offline). The idx files are read directly, which is much quicker than importing
-    torchvision's dataset for it."""
-    import gzip
+    through torchvision's dataset (see backend.data.mnist: a local copy, else a download)."""
+    from .data import mnist
 
-    from .data import resolve_data_dir
-    from .errors import UserError
-
-    root = resolve_data_dir(data_dir)
-    prefix = "train" if train else "t10k"
-    arrays = []
-    for name, offset in ((f"{prefix}-images-idx3-ubyte", 16), (f"{prefix}-labels-idx1-ubyte", 8)):
-        path = root / "MNIST" / "raw" / name
-        try:
-            raw = path.read_bytes() if path.is_file() else gzip.open(str(path) + ".gz").read()
-        except OSError:
-            raise UserError(f"MNIST not found in {root}; point --data-dir or $DIGITS_DATA_DIR at a folder "
-                            "holding MNIST/raw/") from None
-        arrays.append(np.frombuffer(raw, np.uint8, offset=offset))
-    images, labels = arrays
-    return images.reshape(-1, 28, 28), labels.astype(np.int64)
+    ds = mnist(data_dir, train)
+    return ds.data.numpy(), ds.targets.numpy().astype(np.int64)
 
 
 def _ink_alpha(img28: np.ndarray, height: int, weight: float) -> np.ndarray:
@@ -242,7 +226,7 @@ def render_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarra
 def scenes(n: int, seed: int = 0, cfg: SceneConfig = SceneConfig(), data_dir: str | None = None,
            digits: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[Scene]:
     """`n` scenes, the same ones for the same seed. `digits` overrides loading MNIST test."""
-    images, labels = digits if digits is not None else load_mnist_test(data_dir)
+    images, labels = digits if digits is not None else load_mnist_digits(data_dir)
     rng = np.random.default_rng(seed)
     for _ in range(n):
         yield render_scene(rng, images, labels, cfg)
@@ -282,7 +266,7 @@ def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, tr
     Digits come from MNIST's training images by default, so fine-tuning on these crops never
     sees the test set that accuracy is reported on.
     """
-    images, labels = load_mnist_test(data_dir, train=train)
+    images, labels = load_mnist_digits(data_dir, train=train)
     rng = np.random.default_rng(seed)
     for _ in range(n_scenes):
         scene = render_scene(rng, images, labels, cfg)
@@ -311,7 +295,7 @@ class DemoScene:
         self.width, self.height = size
         self.rng = np.random.default_rng(seed)
         self.t = 0
-        images, labels = digits if digits is not None else load_mnist_test(data_dir)
+        images, labels = digits if digits is not None else load_mnist_digits(data_dir)
         self.sheet = self._sheet(images, labels)
         yy, xx = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
         self.light = (1.0 - 0.25 * xx / self.width - 0.1 * yy / self.height)[..., None]
@@ -353,3 +337,34 @@ class DemoScene:
         frame *= self.light * (1.0 + 0.02 * math.sin(2.0 * t))
         frame += self.rng.normal(0, 2.5, frame.shape).astype(np.float32)
         return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m backend.synth --scenes 3000 --out crops.npz`: fine-tuning digits for
+    `main.py --train --init CKPT --extra-data crops.npz`, cut from synthetic scenes of MNIST
+    training digits by the run-time detection and preprocessing."""
+    import argparse
+    import sys
+
+    from .errors import UserError
+
+    p = argparse.ArgumentParser(prog="python -m backend.synth", description=main.__doc__)
+    p.add_argument("--scenes", type=int, default=3000, help="scenes to render (about 6 digits each)")
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--data-dir", default=None, help="MNIST root (default: $DIGITS_DATA_DIR)")
+    p.add_argument("--out", required=True, help="output .npz with images (N, 28, 28) uint8 and labels (N,)")
+    args = p.parse_args(argv)
+    try:
+        pairs = list(pipeline_crops(args.scenes, args.seed, args.data_dir, train=True))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    images = np.stack([c for c, _ in pairs]) if pairs else np.zeros((0, 28, 28), np.uint8)
+    labels = np.array([label for _, label in pairs], np.int64)
+    np.savez_compressed(args.out, images=images, labels=labels)
+    print(f"{len(labels)} crops from {args.scenes} scenes -> {args.out}; per digit {np.bincount(labels, minlength=10).tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

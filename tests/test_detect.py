@@ -13,7 +13,7 @@ PAPER = (235, 238, 240)
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
-    return synth.load_mnist_test(str(mnist_dir))
+    return synth.load_mnist_digits(str(mnist_dir))
 
 
 def sheet(h: int = 480, w: int = 640, value=PAPER) -> np.ndarray:

@@ -35,7 +35,7 @@ class FakeRecognizer:
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
-    return synth.load_mnist_test(str(mnist_dir))
+    return synth.load_mnist_digits(str(mnist_dir))
 
 
 @pytest.fixture(scope="module")

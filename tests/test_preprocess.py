@@ -13,7 +13,7 @@ from backend.preprocess import candidates_to_mnist, crops_to_mnist, stroke_width
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
-    return synth.load_mnist_test(str(mnist_dir))
+    return synth.load_mnist_digits(str(mnist_dir))
 
 
 def mnist_stroke(img28: np.ndarray) -> float:

@@ -9,7 +9,7 @@ from backend import synth
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
-    return synth.load_mnist_test(str(mnist_dir))
+    return synth.load_mnist_digits(str(mnist_dir))
 
 
 def test_same_seed_same_scenes(digits):

@@ -95,3 +95,21 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, mnist_dir):
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     b = torch.load(out / "last.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_extra_digits_load_and_bad_files_are_refused(tmp_path):
+    import numpy as np
+
+    from backend.data import ArrayDigits, train_transform
+    from backend.errors import UserError
+
+    images = np.zeros((5, 28, 28), np.uint8)
+    images[:, 8:20, 12:16] = 255
+    np.savez(tmp_path / "ok.npz", images=images, labels=np.arange(5))
+    ds = ArrayDigits(str(tmp_path / "ok.npz"), train_transform())
+    x, y = ds[3]
+    assert len(ds) == 5 and y == 3 and x.shape == (1, 28, 28) and x.dtype == torch.float32
+    np.savez(tmp_path / "bad.npz", images=np.zeros((5, 32, 32), np.uint8), labels=np.arange(5))
+    for bad in ("bad.npz", "missing.npz"):
+        with pytest.raises(UserError):
+            ArrayDigits(str(tmp_path / bad))
