@@ -90,14 +90,13 @@ def run(args: argparse.Namespace) -> int:
                     track=False if args.no_track else None, max_side=args.max_side or MAX_SIDE,
                     recordings_dir=args.recordings_dir, snapshots_dir=args.snapshots_dir, overlay=OverlayConfig())
     recognizer = Recognizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads)
-    print(f"model {recognizer.name} on {recognizer.device} ({recognizer.backend}, {recognizer.threads} thread(s))", file=sys.stderr)
     if args.draw:
         source = DrawPad(args.width or 960, args.height or 540)
     else:
         source = open_source(args.source, args.width, args.height, args.fps, realtime=cfg.display,
                              data_dir=args.data_dir)
     try:
-        summary = run_app(source, Pipeline(recognizer), cfg, device=str(recognizer.device),
+        summary = run_app(source, Pipeline(recognizer), cfg, device=f"{recognizer.device} {recognizer.backend}",
                           model=f"{recognizer.name} ({recognizer.params / 1e6:.2f} M params)")
     finally:
         source.release()

@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +19,21 @@ def mnist_dir() -> Path:
     if not (d / "MNIST" / "raw").is_dir():
         pytest.fail(f"MNIST not found in {d}; set DIGITS_DATA_DIR to a folder holding MNIST/raw")
     return d
+
+
+@pytest.fixture(scope="session")
+def ckpt(tmp_path_factory) -> Path:
+    """A randomly initialised tiny ViT checkpoint (fast on any CPU)."""
+    from app_fakes import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def pipeline(ckpt):
+    """The real pipeline on the tiny model. A random model is rarely confident: accept
+    everything so that readings flow through."""
+    from backend.pipeline import Pipeline, PipelineConfig
+    from backend.recognizer import Recognizer
+
+    return Pipeline(Recognizer(ckpt, "cpu"), PipelineConfig(min_confidence=0.0))

@@ -14,24 +14,14 @@ import numpy as np
 import pytest
 
 import camera_inferencer
-from app_fakes import FakeCapture, digit_frame, tiny_checkpoint, video_info, write_video
+from app_fakes import FakeCapture, digit_frame, video_info, write_video
 from backend.app import AppConfig, run_app
 from backend.errors import SourceError
-from backend.pipeline import Pipeline, PipelineConfig
-from backend.recognizer import Recognizer
 from backend.sources import DemoSource, LiveCapture, LiveConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
-
-
-@pytest.fixture(scope="module")
-def pipeline(ckpt):
-    return Pipeline(Recognizer(ckpt, "cpu"), PipelineConfig(min_confidence=0.0))
 
 
 def lines(path: Path) -> list[dict]:
