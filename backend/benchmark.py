@@ -186,11 +186,12 @@ def time_video(video: Path, n_frames: int, backend: str, threads: int | None, ch
     if use_app and backend != "torch" and not _app_supports("--backend"):
         use_app = False  # time this backend in-process rather than not at all
     if use_app:
-        cmd = [sys.executable, str(app), "--source", str(video), "--no-display", "--max-frames", str(n_frames)]
+        cmd = [sys.executable, str(app), "--source", str(video), "--no-display", "--backend", backend]
         if checkpoint:
             cmd += ["--checkpoint", checkpoint]
-        if _app_supports("--backend"):
-            cmd += ["--backend", backend]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        cmd += ["--max-frames", str(n_frames)]  # kept last: replaced per run below
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
