@@ -96,16 +96,19 @@ def test_no_digits_reported_without_digits(kind):
 
 
 def test_reading_accuracy_on_synthetic_scenes(digits, shipped_pipeline):
-    """The shipped model reads >= 97 % of the digits of fixed-seed camera-like scenes."""
+    """The shipped model reads >= 97 % of the digits of fixed-seed camera-like scenes.
+
+    60 scenes (~380 digits): with fewer, a handful of MNIST's own ambiguous digits swings the
+    rate by several points."""
     truth = correct = 0
-    for sc in synth.scenes(20, seed=2024, digits=digits):
+    for sc in synth.scenes(60, seed=2024, digits=digits):
         r = shipped_pipeline.process(sc.image)
         iou = synth.box_iou(sc.boxes, r.detections.boxes)
         for i, label in enumerate(sc.labels):
             truth += 1
             if iou.shape[1] and iou[i].max() >= 0.5:
                 correct += int(r.detections.digits[iou[i].argmax()] == label)
-    assert truth >= 100
+    assert truth >= 300
     assert correct / truth >= 0.97, f"read {correct}/{truth}"
 
 
