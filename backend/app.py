@@ -138,22 +138,29 @@ class Window:
 # --- signals -------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
+def signals_raise() -> Iterator[list[int]]:
     """Turn SIGINT, SIGTERM and SIGHUP into `Interrupted` in the main thread while the loop runs,
-    so the `with` blocks that finalise the recording get to run."""
+    so the `with` blocks that finalise the recording get to run.
+
+    A first signal is only noted in the yielded list; the loop raises it at the next frame
+    boundary, so a frame is never in the video but not in the JSONL. A second one raises at once.
+    """
     import threading
 
+    pending: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield pending
         return
 
     def handler(signum, _frame):
-        raise Interrupted(signum)
+        if pending:
+            raise Interrupted(signum)
+        pending.append(signum)
 
     sigs = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     old = {s: signal.signal(s, handler) for s in sigs}
     try:
-        yield
+        yield pending
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -260,7 +267,7 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
         hud.status = text
         status_until = time.monotonic() + STATUS_S
 
-    with contextlib.ExitStack() as stack, signals_raise():
+    with contextlib.ExitStack() as stack, signals_raise() as signalled:
         stack.callback(outputs.close)
         if cfg.display:
             window = Window(cfg.window, getattr(source, "on_mouse", None))
@@ -271,6 +278,8 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
             outputs.start_recording(cfg.record)
         try:
             while True:
+                if signalled:
+                    raise Interrupted(signalled[0])
                 if cfg.max_frames is not None and summary.frames >= cfg.max_frames:
                     summary.end = "max frames"
                     break
