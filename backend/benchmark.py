@@ -12,7 +12,7 @@ Sections:
           synthetic 640x480 / 1280x720 frames with 1, 10 and 30 digits, for each backend
   model   latency and throughput of the recognizer alone at batch 1, 4, 16, 64, per backend
   video   frames per second of a 640x480 video with a few digits per frame, headless, through
-          camera_inferencer.py when present (else Pipeline.process + drawing, said so)
+          camera_inferencer.py --no-display
   memory  peak resident memory of this process (and of the video run)
 """
 from __future__ import annotations
@@ -173,60 +173,33 @@ def write_video(path: Path, n_frames: int, data_dir: str | None, size=(640, 480)
     return float(np.mean(counts))
 
 
-def _app_supports(flag: str) -> bool:
-    r = subprocess.run([sys.executable, "camera_inferencer.py", "--help"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-    return r.returncode == 0 and flag in r.stdout
-
-
 def time_video(video: Path, n_frames: int, backend: str, threads: int | None, checkpoint: str | None) -> dict:
-    """Headless FPS through the whole app loop, or through Pipeline + drawing when there is no app."""
-    app = ROOT / "camera_inferencer.py"
-    use_app = app.is_file() and (ROOT / "backend" / "app.py").is_file()
-    if use_app and backend != "torch" and not _app_supports("--backend"):
-        use_app = False  # time this backend in-process rather than not at all
-    if use_app:
-        cmd = [sys.executable, str(app), "--source", str(video), "--no-display", "--backend", backend]
-        if checkpoint:
-            cmd += ["--checkpoint", checkpoint]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        cmd += ["--max-frames", str(n_frames)]  # kept last: replaced per run below
-        env = dict(os.environ)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        runs = []
-        for n in (max(10, n_frames // 10), n_frames):  # the difference removes start-up time
-            t0 = time.perf_counter()
-            r = subprocess.run(cmd[:-1] + [str(n)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
-            wall = time.perf_counter() - t0
-            if r.returncode != 0:
-                tail = (r.stderr.strip().splitlines() or ["?"])[-1]
-                return {"backend": backend, "how": f"camera_inferencer.py failed: {tail[:200]}", "fps": None}
-            m = re.search(r"(\d+) frames at ([\d.]+) FPS", r.stderr)
-            runs.append((n, wall, float(m.group(2)) if m else None, int(m.group(1)) if m else n))
-        (n1, w1, _, f1), (n2, w2, app_fps, f2) = runs
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        return {"backend": backend, "how": "camera_inferencer.py --no-display (subprocess)", "frames": f2,
-                "fps": (f2 - f1) / max(w2 - w1, 1e-9), "fps_reported_by_app": app_fps,
-                "wall_s": w2, "peak_rss_mb_app": peak, "command": " ".join(cmd)}
-    rec = Recognizer(checkpoint, device="cpu", backend=backend, threads=threads)
-    pipe, draw = Pipeline(rec), _draw_fn()
-    cap = cv2.VideoCapture(str(video))
-    n, t0 = 0, time.perf_counter()
-    while n < n_frames:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        res = pipe.process(frame)
-        if draw is not None:
-            draw(frame, res)
-        n += 1
-    cap.release()
-    wall = time.perf_counter() - t0
-    why = "camera_inferencer.py has no --backend flag" if app.is_file() else "no app loop yet"
-    return {"backend": backend, "how": f"decode + Pipeline.process + draw in-process ({why})",
-            "frames": n, "fps": n / max(wall, 1e-9), "wall_s": wall}
+    """Headless FPS through the whole app loop (`camera_inferencer.py --no-display`)."""
+    cmd = [sys.executable, str(ROOT / "camera_inferencer.py"), "--source", str(video), "--no-display",
+           "--backend", backend]
+    if checkpoint:
+        cmd += ["--checkpoint", checkpoint]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    cmd += ["--max-frames", str(n_frames)]  # kept last: replaced per run below
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    runs = []
+    for n in (max(10, n_frames // 10), n_frames):  # the difference removes start-up time
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd[:-1] + [str(n)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+        wall = time.perf_counter() - t0
+        if r.returncode != 0:
+            tail = (r.stderr.strip().splitlines() or ["?"])[-1]
+            return {"backend": backend, "how": f"camera_inferencer.py failed: {tail[:200]}", "fps": None}
+        m = re.search(r"(\d+) frames at ([\d.]+) FPS", r.stderr)
+        runs.append((n, wall, float(m.group(2)) if m else None, int(m.group(1)) if m else n))
+    (n1, w1, _, f1), (n2, w2, app_fps, f2) = runs
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"backend": backend, "how": "camera_inferencer.py --no-display (subprocess)", "frames": f2,
+            "fps": (f2 - f1) / max(w2 - w1, 1e-9), "fps_reported_by_app": app_fps,
+            "wall_s": w2, "peak_rss_mb_app": peak, "command": " ".join(cmd)}
 
 
 def mflops_per_crop(rec: Recognizer) -> float:
