@@ -19,7 +19,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .detect import DetectConfig, find_candidates
+from .detect import DetectConfig, box_iou, find_candidates
 from .preprocess import PreprocessConfig, candidates_to_mnist
 
 # Colours are BGR.
@@ -242,17 +242,6 @@ def blank_scene(rng: np.random.Generator, cfg: SceneConfig = SceneConfig(), kind
     if kind == "plain":
         c.table_p, c.shadow_p = 0.0, 0.0
     return render_scene(rng, *no_digits, c).image
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of x, y, w, h boxes a (N, 4) and b (M, 4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, train: bool = True,

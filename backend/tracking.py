@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from .detect import box_iou
 from .pipeline import Detections
 
 
@@ -33,17 +34,6 @@ class Track:
     digit: int  # the label shown (changes with hysteresis)
     missed: int = 0  # consecutive frames without a matching detection
     hits: int = 1  # frames with a matching detection
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N, 4) with every box in b (M, 4), boxes as x, y, w, h -> (N, M)."""
-    a = a.astype(np.float64)[:, None]
-    b = b.astype(np.float64)[None]
-    ix = np.clip(np.minimum(a[..., 0] + a[..., 2], b[..., 0] + b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    iy = np.clip(np.minimum(a[..., 1] + a[..., 3], b[..., 1] + b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = ix * iy
-    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_dist: float) -> list[tuple[int, int]]:
