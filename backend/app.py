@@ -21,7 +21,7 @@ import numpy as np
 from .errors import SourceError, UserError
 from .overlay import HudInfo, OverlayConfig, draw_overlay
 from .pipeline import Detections, FrameResult, Pipeline, frame_record
-from .reading import reading_order
+from .reading import Reading, reading_order
 from .recorder import JsonlWriter, VideoRecorder, next_numbered_path
 from .sources import MAX_SIDE, LiveCapture, prepare_frame
 from .tracking import Tracker, TrackerConfig
@@ -181,17 +181,16 @@ def make_record(frame_index: int, source: str, result: FrameResult, time_ms: flo
     return rec
 
 
-def in_reading_order(dets: Detections) -> tuple[Detections, list[str], list[str]]:
-    """Detections (tracked ones carry smoothed labels) -> the same in reading order, the numbers
-    their labels spell, and those numbers line by line (one string per line of writing)."""
-    reading = reading_order(dets.boxes, dets.digits)
+def in_reading_order(dets: Detections, reading: Reading | None = None) -> tuple[Detections, list[str], list[str]]:
+    """Detections -> the same in reading order, the numbers their labels spell, and those numbers
+    line by line (one string per line of writing). `reading` is the pipeline's own, when the
+    detections are the pipeline's, already in that order; tracked ones (smoothed labels) are
+    read again."""
+    if reading is None:
+        reading = reading_order(dets.boxes, dets.digits)
+        dets = dets.select(reading.order)
     lines = [" ".join(reading.numbers[k] for k in line) for line in reading.lines]
-    return dets.select(reading.order), reading.numbers, lines
-
-
-def frame_ms(timings: dict[str, float]) -> float:
-    """Time the pipeline spent on a frame (detect + preprocess + model)."""
-    return timings.get("total", sum(v for k, v in timings.items() if k in ("detect", "preprocess", "model")))
+    return dets, reading.numbers, lines
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -311,10 +310,10 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                             tracker.reset()
                         shape = frame.shape
                         result = pipeline.process(frame)
-                        dets = result.detections
                         if tracker is not None:
-                            dets = tracker.update(result.detections, result.rejected)
-                        dets, numbers, lines = in_reading_order(dets)
+                            dets, numbers, lines = in_reading_order(tracker.update(result.detections, result.rejected))
+                        else:
+                            dets, numbers, lines = in_reading_order(result.detections, result.reading)
                         t_draw = time.perf_counter()
                         canvas = draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask)
                         hud.timings = {**result.timings, "draw": (time.perf_counter() - t_draw) * 1e3}
@@ -324,7 +323,7 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                             name = getattr(source, "current_name", getattr(source, "name", ""))
                             shown = FrameResult(dets, result.rejected, numbers, result.timings, None)
                             outputs.jsonl.write(make_record(summary.frames, name, shown,
-                                                            frame_ms(result.timings), scale))
+                                                            result.timings["total"], scale))
                         summary.frames += 1
                         last = (frame, dets, lines, result)
                         now = time.perf_counter()
