@@ -114,12 +114,13 @@ def train(tc: TrainConfig) -> dict:
     pin = device.type == "cuda"
     per_rank = len(sampler) if sampler is not None else len(train_ds)  # each rank sees 1/world of the data
     train_dl = DataLoader(train_ds, tc.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
-                          num_workers=tc.workers, pin_memory=pin, drop_last=per_rank > tc.batch_size,
-                          persistent_workers=False)
+                          num_workers=tc.workers, pin_memory=pin, drop_last=per_rank > tc.batch_size)
     val_dl = DataLoader(val_ds, 512, num_workers=0)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n and "token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n and "token" not in n)]
+    # No weight decay on biases, norms, the CLS token and the embeddings.
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "embed" not in n and "token" not in n else no_decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.999))
     steps_per_epoch = len(train_dl)
