@@ -17,7 +17,6 @@ import json
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
@@ -154,13 +153,11 @@ def run_sweep(spec: SweepSpec, data_dir: str | None = None) -> list[dict]:
     for k, cfg in enumerate(configs, 1):
         name = config_name(cfg)
         out = Path(spec.runs_dir) / name
-        tc = TrainConfig(**{**spec.train, "preset": f"sweep:{name}", "out": str(out), "data_dir": data_dir,
-                            "resume": "auto" if (out / "last.pt").is_file() else None})
+        tc = TrainConfig(**{**spec.train, "preset": f"sweep:{name}", "model_config": cfg.to_dict(), "out": str(out),
+                            "data_dir": data_dir, "resume": "auto" if (out / "last.pt").is_file() else None})
         print(f"[{k}/{len(configs)}] {name}")
         t0 = time.time()
-        # train() builds its model from a preset name; lend it this configuration for the call.
-        with mock.patch.dict(PRESETS, {tc.preset: cfg}):
-            last = train(tc)
+        last = train(tc)
         train_s = time.time() - t0
         model, ckpt = load_model(out / "best.pt")
         _, test_acc = evaluate_loader(model, test_dl, torch.device("cpu"))

@@ -46,6 +46,7 @@ class TrainConfig:
     limit: int | None = None  # train on this many images only (smoke tests)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh schedule)
     extra_data: str | None = None  # .npz of extra 28x28 digits mixed into training (backend.data.ArrayDigits)
+    model_config: dict | None = None  # a ViTConfig as a dict, instead of the preset's (model search)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -74,7 +75,7 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
 def train(tc: TrainConfig) -> dict:
     """Train (or resume) a model; returns the final metrics of rank 0."""
     rank, local_rank, world = _dist_info()
-    if tc.preset not in PRESETS:
+    if tc.model_config is None and tc.preset not in PRESETS:
         raise UserError(f"unknown preset {tc.preset!r}; choose one of {', '.join(PRESETS)}")
     if tc.epochs < 1 or tc.batch_size < 1 or tc.lr <= 0:
         raise UserError("--epochs, --batch-size and --lr must be positive")
@@ -90,7 +91,7 @@ def train(tc: TrainConfig) -> dict:
             device = torch.device("cuda", local_rank)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
-    cfg: ViTConfig = replace(PRESETS[tc.preset])
+    cfg = ViTConfig.from_dict(tc.model_config) if tc.model_config else replace(PRESETS[tc.preset])
     ckpt = None
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path)
