@@ -95,16 +95,20 @@ def is_light_on_dark(work: np.ndarray, cfg: DetectConfig) -> bool:
     ker = np.ones((k, k), np.uint8)
     flat = (cv2.dilate(med, ker) - cv2.erode(med, ker)) < 255 * cfg.min_contrast
     med = cv2.resize(med, (sw, sh), interpolation=cv2.INTER_LINEAR)
-    flat = cv2.resize(flat.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
-    dev = small.astype(np.int16) - med
-    hist = np.bincount(np.abs(dev[flat]), minlength=256)
+    flat = cv2.resize(flat.view(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST)
+    hist = cv2.calcHist([cv2.absdiff(small, med)], [0], flat, [256], [0, 256]).ravel()
     if hist.sum() == 0:
         return False
     sigma = 1.4826 * _hist_quantile(hist, 0.5) + 1.0
     t = max(5.0 * sigma, 255 * cfg.min_contrast)
-    dark = int(np.count_nonzero((dev < -t) & flat))
-    light = int(np.count_nonzero((dev > t) & flat))
-    return light > 1.5 * dark + 0.0005 * dev.size
+    dark = _count_above(cv2.subtract(med, small), t, flat)
+    light = _count_above(cv2.subtract(small, med), t, flat)
+    return light > 1.5 * dark + 0.0005 * small.size
+
+
+def _count_above(img: np.ndarray, t: float, mask: np.ndarray) -> int:
+    """How many pixels of a uint8 image are above t (> t) where the uint8 mask is non-zero."""
+    return cv2.countNonZero(cv2.bitwise_and(cv2.threshold(img, t, 1, cv2.THRESH_BINARY)[1], mask))
 
 
 def _hist_quantile(hist: np.ndarray, q: float) -> float:
@@ -180,6 +184,19 @@ def thresholds(ink: np.ndarray, cfg: DetectConfig) -> tuple[float, float]:
     ref = _hist_quantile(hist, 0.998)
     high = max(1.6 * low, cfg.strong_frac * ref)
     return low, high
+
+
+def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """8-connected pieces of a {0, 1} uint8 mask: (count, (h, w) labels, (count, 5) stats).
+
+    16-bit labels make OpenCV's labelling several times faster; a frame of noise with more
+    pieces than they can number falls back to 32 bits.
+    """
+    try:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_16U)
+    except cv2.error:
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    return n, labels, stats
 
 
 def _union_find(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -310,9 +327,12 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
             # the transform missed (faint in a shadow, broken by a digit) go too.
             # The segment's own slope is only roughly right (a digit on the line pulls it), so
             # the line is refitted to the ink along it before it is extended.
-            seg = np.zeros_like(mask)
-            cv2.line(seg, (int(x0), int(y0)), (int(x1), int(y1)), 1, 5)
-            ys, xs = np.nonzero(seg & mask)
+            bx0, by0 = max(0, min(x0, x1) - 3), max(0, min(y0, y1) - 3)
+            bx1, by1 = max(x0, x1) + 4, max(y0, y1) + 4
+            seg = np.zeros_like(mask[by0:by1, bx0:bx1])
+            cv2.line(seg, (int(x0 - bx0), int(y0 - by0)), (int(x1 - bx0), int(y1 - by0)), 1, 5)
+            ys, xs = np.nonzero(seg & mask[by0:by1, bx0:bx1])
+            ys, xs = ys + by0, xs + bx0
             if len(xs) < 2:
                 continue
             u, v = (xs, ys) if horizontal else (ys, xs)  # v = a * u + b along the line
@@ -371,11 +391,11 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
                            cv2.threshold(below, -m + cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
     h, w = work.shape
 
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats = components(mask)
     lines = line_mask(mask, stats, cfg)
     if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
         mask = cv2.subtract(mask, lines)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        n, labels, stats = components(mask)
     hi = cv2.bitwise_and(cv2.threshold(ink, high, 1, cv2.THRESH_BINARY)[1],
                          cv2.threshold(below, -m + 1.6 * cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
     strong = np.bincount(labels[hi.view(bool)], minlength=n) > 0
@@ -397,27 +417,26 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     ref_h = float(np.median(st[big, 3])) if big.any() else min_h
     groups = group_pieces(st, ref_h)
 
-    # One record per group: box, area, boundary length, member pieces.
-    gids = np.unique(groups)
-    boxes, members = [], []
-    for g in gids:
-        sel = groups == g
-        x0, y0 = st[sel, 0].min(), st[sel, 1].min()
-        x1, y1 = (st[sel, 0] + st[sel, 2]).max(), (st[sel, 1] + st[sel, 3]).max()
-        boxes.append((x0, y0, x1 - x0, y1 - y0))
-        members.append(ids[sel])
-    boxes = np.array(boxes, np.int32)
-    g_area = np.array([area[m].sum() for m in members], np.float32)
-    g_perim = np.array([perim[m].sum() for m in members], np.float32)
+    # One record per group: box, area, boundary length.
+    gids, groups = np.unique(groups, return_inverse=True)
+    ng = len(gids)
+    top_left = np.full((ng, 2), np.iinfo(np.int32).max, np.int32)
+    bottom_right = np.zeros((ng, 2), np.int32)
+    np.minimum.at(top_left, groups, st[:, :2])
+    np.maximum.at(bottom_right, groups, st[:, :2] + st[:, 2:4])
+    boxes = np.concatenate([top_left, bottom_right - top_left], 1)
+    g_area = np.bincount(groups, area[ids], ng).astype(np.float32)
+    g_perim = np.bincount(groups, perim[ids], ng).astype(np.float32)
     stroke = 2 * g_area / np.maximum(g_perim, 1)
+    group_of = np.full(n, -1, np.int32)  # label -> group, -1 for pieces left out
+    group_of[ids] = groups
 
     # Split wide groups at thin waists, then test every part's shape.
     out_boxes, out_masks, out_stroke = [], [], []
-    for (x, y, bw, bh), mem, sw in zip(boxes, members, stroke):
+    for g, ((x, y, bw, bh), sw) in enumerate(zip(boxes, stroke)):
         if bh < 0.6 * min_h and bw < 0.6 * min_h:
             continue
-        lab = labels[y:y + bh, x:x + bw]
-        m = np.isin(lab, mem)
+        m = group_of[labels[y:y + bh, x:x + bw]] == g
         parts = split_touching(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [m]
         for part in parts:
             rr = np.flatnonzero(part.any(1))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend import synth
-from backend.detect import DetectConfig, detect, find_candidates, to_gray
+from backend.detect import DetectConfig, components, detect, find_candidates, to_gray
 
 PAPER = (235, 238, 240)
 
@@ -201,3 +201,13 @@ def test_detect_returns_boxes_and_mask(digits):
     boxes, mask = detect(sc.image)
     assert boxes.dtype == np.int32 and boxes.shape[1] == 4
     assert mask.shape == to_gray(sc.image).shape and mask.dtype == np.uint8
+
+
+@pytest.mark.parametrize("step", [7, 2])  # a few pieces; more pieces (76,800) than 16-bit labels can number
+def test_components_match_opencv_at_any_count(step):
+    mask = np.zeros((480, 640), np.uint8)
+    mask[::step, ::step] = 1
+    mask[100:140, 200:203] = 1  # a stroke joining some of them
+    n, labels, stats = components(mask)
+    n32, labels32, stats32, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    assert n == n32 and np.array_equal(labels, labels32) and np.array_equal(stats, stats32)
