@@ -38,3 +38,13 @@ def test_plain_patch_embedding_without_stem():
     cfg = ViTConfig(stem_channels=0, patch_size=7, embed_dim=32, depth=1, num_heads=2)
     logits, attn = VisionTransformer(cfg)(torch.randn(2, 1, 28, 28), return_attn=True)
     assert logits.shape == (2, 10) and attn.shape == (2, 1, 2, 17, 17)
+
+
+@pytest.mark.parametrize("stem_stride, patch, grid", [(2, 4, 7), (4, 4, 7), (4, 7, 4), (2, 14, 2)])
+def test_stem_and_patch_conv_give_the_token_grid(stem_stride, patch, grid):
+    cfg = ViTConfig(stem_channels=4, stem_stride=stem_stride, patch_size=patch, embed_dim=16, depth=1, num_heads=2)
+    assert cfg.grid == grid
+    _, attn = VisionTransformer(cfg)(torch.randn(2, 1, 28, 28), return_attn=True)
+    assert attn.shape == (2, 1, 2, grid**2 + 1, grid**2 + 1)
+    with pytest.raises(ValueError):
+        VisionTransformer(ViTConfig(stem_stride=3))
