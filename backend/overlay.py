@@ -21,6 +21,10 @@ RED = (60, 60, 235)
 # Label colours by confidence (BGR): sure, fairly sure, unsure.
 CONF_COLOURS = ((0.9, (90, 210, 60)), (0.7, (40, 200, 240)), (0.0, (40, 140, 255)))
 REJECT_COLOUR = (70, 70, 220)
+# OpenCV's JET colour map as a (256, 1, 3) BGR table: with a built-in map, cv2.applyColorMap
+# rebuilds its table on every call, which costs more than tinting the box.
+JET = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)
+JET.flags.writeable = False
 
 HELP_LINES = (
     ("q / Esc", "quit"),
@@ -103,37 +107,37 @@ def heatmap_tint(img: np.ndarray, box: np.ndarray, attn: np.ndarray, strength: f
     cx, cy = x + w / 2.0, y + h / 2.0
     # Where the box lies inside the map's square, in map pixels.
     n = max(2, int(round(side)))
-    a = cv2.resize(np.clip(attn.astype(np.float32), 0, 1), (n, n), interpolation=cv2.INTER_CUBIC)
     ox, oy = int(round(cx - side / 2)), int(round(cy - side / 2))
     H, W = img.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
     mx0, my0 = x0 - ox, y0 - oy
-    if x1 <= x0 or y1 <= y0 or mx0 < 0 or my0 < 0:
+    if x1 <= x0 or y1 <= y0 or mx0 < 0 or my0 < 0 or mx0 + x1 - x0 > n or my0 + y1 - y0 > n:
         return
-    a = np.clip(a[my0:my0 + (y1 - y0), mx0:mx0 + (x1 - x0)], 0, 1)
-    if a.shape != (y1 - y0, x1 - x0):
-        return
+    # Cubic resizing is linear and separable: resize(A) = R A R^T, with R the (n, g) resized
+    # identity. Only the box's rows and columns of the (n, n) map are computed.
+    r = cv2.resize(np.eye(attn.shape[0], dtype=np.float32), (attn.shape[0], n), interpolation=cv2.INTER_CUBIC)
+    a = r[my0:my0 + y1 - y0] @ np.clip(attn.astype(np.float32), 0, 1) @ r[mx0:mx0 + x1 - x0].T
     # Diffuse low attention is left untinted, so the hot spots stand out on clean paper.
     a = np.clip((a - 0.1) / 0.9, 0, 1)
-    colours = cv2.applyColorMap((a * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
+    colours = cv2.applyColorMap((a * 255).astype(np.uint8), JET).astype(np.float32)
     roi = img[y0:y1, x0:x1].astype(np.float32)
     # Bright paper takes the colour, dark ink keeps most of its own: the digit stays readable.
-    lum = roi.mean(axis=2, keepdims=True)
-    k = strength * (a ** 1.5)[..., None] * np.clip(lum / 180.0, 0.15, 1.0)
-    img[y0:y1, x0:x1] = (roi * (1.0 - k) + colours * k + 0.5).astype(np.uint8)
+    lum = roi @ np.full((3, 1), 1 / 3, np.float32)
+    k = strength * (a * np.sqrt(a))[..., None] * np.clip(lum / 180.0, 0.15, 1.0)
+    img[y0:y1, x0:x1] = (roi + k * (colours - roi) + 0.5).astype(np.uint8)
 
 
 def draw_label(img: np.ndarray, box: np.ndarray, text: str, colour, s: float) -> None:
     """A filled label with dark text above the box (inside its top edge when there is no room)."""
     x, y, w, h = (int(v) for v in box)
-    fs = float(np.clip(h / 100.0, 0.5, 1.0)) * s
+    fs = min(max(h / 100.0, 0.5), 1.0) * s
     th = max(1, int(round(1.6 * s)))
     (tw, tht), base = cv2.getTextSize(text, FONT, fs, th)
     pad = max(2, int(round(4 * s)))
     top = y - tht - base - 2 * pad
     if top < 0:
         top = y
-    x0 = int(np.clip(x, 0, max(0, img.shape[1] - tw - 2 * pad)))
+    x0 = min(max(x, 0), max(0, img.shape[1] - tw - 2 * pad))
     cv2.rectangle(img, (x0, top), (x0 + tw + 2 * pad, top + tht + base + 2 * pad), colour, -1)
     put_text(img, text, (x0 + pad, top + pad + tht), fs, (20, 20, 20), th)
 

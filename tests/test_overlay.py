@@ -1,11 +1,13 @@
 """Overlay: a pure function of the frame and readings; every layer toggles; ink stays visible."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from app_fakes import digit_frame
-from backend.overlay import HudInfo, OverlayConfig, draw_overlay
+from backend.mnist import FIT_SIZE, IMG_SIZE
+from backend.overlay import HudInfo, OverlayConfig, draw_overlay, heatmap_tint
 from backend.pipeline import Detections
 
 BOX = [60, 80, 50, 70]
@@ -101,3 +103,29 @@ def test_empty_readings_draw_only_the_hud():
     out = draw_overlay(frame, empty, [], OverlayConfig(), HUD)
     assert region_changed(out, frame, 0, 30, 0, 100)
     assert not region_changed(out, frame, 120, 240, 0, 320)
+
+
+def reference_tint(img: np.ndarray, box, attn: np.ndarray, strength: float) -> None:
+    """The heatmap drawn the plain way: the whole map resized, cut to the box, JET from OpenCV."""
+    x, y, w, h = box
+    side = max(w, h) * IMG_SIZE / FIT_SIZE
+    n = max(2, int(round(side)))
+    ox, oy = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    a = cv2.resize(np.clip(attn, 0, 1), (n, n), interpolation=cv2.INTER_CUBIC)[y - oy:y - oy + h, x - ox:x - ox + w]
+    a = np.clip((a - 0.1) / 0.9, 0, 1)
+    colours = cv2.applyColorMap((a * 255).astype(np.uint8), cv2.COLORMAP_JET).astype(np.float32)
+    roi = img[y:y + h, x:x + w].astype(np.float32)
+    k = strength * (a ** 1.5)[..., None] * np.clip(roi.mean(axis=2, keepdims=True) / 180.0, 0.15, 1.0)
+    img[y:y + h, x:x + w] = (roi * (1.0 - k) + colours * k + 0.5).astype(np.uint8)
+
+
+@pytest.mark.parametrize("box", [(60, 80, 50, 70), (33, 41, 91, 37), (10, 10, 7, 3)])
+def test_heatmap_matches_the_plain_computation(box):
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    attn = rng.random((7, 7)).astype(np.float32) * 1.2 - 0.1
+    fast, plain = frame.copy(), frame.copy()
+    heatmap_tint(fast, np.array(box), attn, 0.55)
+    reference_tint(plain, box, attn, 0.55)
+    assert not np.array_equal(fast, frame)
+    assert np.abs(fast.astype(int) - plain).max() <= 1
