@@ -8,7 +8,7 @@ import pytest
 from backend import synth
 from backend.detect import find_candidates
 from backend.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
-from backend.preprocess import candidates_to_mnist, crops_to_mnist, stroke_width, to_batch
+from backend.preprocess import candidates_to_mnist, crops_to_mnist, percentile, stroke_width, to_batch
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,11 @@ def test_to_batch_normalises_like_training():
     b = to_batch(x)
     assert b.shape == (2, 1, IMG_SIZE, IMG_SIZE) and b.dtype == np.float32
     assert np.allclose(b[0], -MNIST_MEAN / MNIST_STD) and np.allclose(b[1], (1 - MNIST_MEAN) / MNIST_STD)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 1001])
+@pytest.mark.parametrize("q", [0, 50, 90, 100])
+def test_percentile_equals_numpys(n, q):
+    values = np.random.default_rng(n).random(n).astype(np.float32)
+    values[: n // 3] = values[-1]  # ties
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-6, abs=1e-7)
