@@ -83,11 +83,24 @@ def eval_transform() -> v2.Compose:
     return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([MNIST_MEAN], [MNIST_STD])])
 
 
+class TensorMNIST(datasets.MNIST):
+    """torchvision's MNIST, giving (1, 28, 28) uint8 tensors instead of PIL images: the
+    transforms then skip a PIL round trip that costs as much as the rest of them together."""
+
+    @property
+    def raw_folder(self) -> str:
+        return os.path.join(self.root, "MNIST", "raw")  # torchvision's layout, not the subclass name
+
+    def __getitem__(self, i: int):
+        x = self.data[i][None]
+        return (self.transform(x) if self.transform else x), int(self.targets[i])
+
+
 def mnist(data_dir: str | None, train: bool, transform=None) -> datasets.MNIST:
     """torchvision's MNIST from `data_dir`; downloads there when the files are missing."""
     root = resolve_data_dir(data_dir)
     try:
-        return datasets.MNIST(root=str(root), train=train, transform=transform, download=True)
+        return TensorMNIST(root=str(root), train=train, transform=transform, download=True)
     except Exception as e:  # offline and no local copy, or a corrupt one
         raise UserError(
             f"MNIST not available in {root} and could not be downloaded ({type(e).__name__}); "
