@@ -148,10 +148,10 @@ def ink_image(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
     """
     paper = _hist_quantile(np.bincount(background[::4, ::4].ravel(), minlength=256), 0.9)
     diff = cv2.subtract(background, gray)
-    div = np.maximum(background, np.uint8(min(255, 0.5 * paper)))
-    ink = cv2.divide(diff, div, scale=255)
-    ink[background < 0.35 * paper] = 0
-    return ink
+    div = cv2.max(background, int(min(255, 0.5 * paper)))
+    # Zero where background < 0.35 * paper: OpenCV's division by zero gives zero.
+    paper_there = cv2.threshold(background, np.ceil(0.35 * paper) - 1, 255, cv2.THRESH_BINARY)[1]
+    return cv2.divide(diff, cv2.bitwise_and(div, paper_there), scale=255)
 
 
 def paper_noise(work: np.ndarray, background: np.ndarray) -> tuple[float, float]:
@@ -161,8 +161,8 @@ def paper_noise(work: np.ndarray, background: np.ndarray) -> tuple[float, float]
     so its spread is the noise the camera and the paper's texture actually produce here,
     after the JPEG and the blur, which a high-pass noise estimate would miss.
     """
-    e = work[::2, ::2].astype(np.int16) - background[::2, ::2]
-    hist = np.bincount((e + 255).ravel(), minlength=511)
+    e = cv2.subtract(work[::2, ::2], background[::2, ::2], dtype=cv2.CV_16S)
+    hist = cv2.calcHist([cv2.add(e, 255, dtype=cv2.CV_16U)], [0], None, [511], [0, 511]).ravel()
     m = _hist_quantile(hist, 0.5) - 255
     q = _hist_quantile(hist, 0.75) - 255
     return m, max((q - m) / 0.674, 1.0)
