@@ -296,6 +296,15 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
             + split_touching(right, stroke, max_aspect, depth + 1))
 
 
+def fit_line(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """Least-squares (a, b) of v = a * u + b: np.polyfit(u, v, 1) in closed form, without its
+    SVD, which costs more than the rest of the line search."""
+    u, v = u.astype(np.float64), v.astype(np.float64)
+    du = u - u.mean()
+    a = float(du @ (v - v.mean())) / max(float(du @ du), 1e-12)
+    return a, float(v.mean()) - a * float(u.mean())
+
+
 def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
     """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
     stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel; None if there are none.
@@ -336,12 +345,12 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
             if len(xs) < 2:
                 continue
             u, v = (xs, ys) if horizontal else (ys, xs)  # v = a * u + b along the line
-            a, b = np.polyfit(u, v, 1)
+            a, b = fit_line(u, v)
             for _ in range(2):  # drop the digit strokes the band caught, refit to the line alone
                 near = np.abs(v - (a * u + b)) <= 1.5
                 if near.sum() < 2:
                     break
-                a, b = np.polyfit(u[near], v[near], 1)
+                a, b = fit_line(u[near], v[near])
             # A drawn line is ink nearly all along; the tops of a row of digits, which the
             # transform can also line up, are ink only here and there.
             uu = np.arange(u.min(), u.max() + 1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend import synth
-from backend.detect import DetectConfig, components, detect, find_candidates, to_gray
+from backend.detect import DetectConfig, components, detect, find_candidates, fit_line, to_gray
 
 PAPER = (235, 238, 240)
 
@@ -211,3 +211,11 @@ def test_components_match_opencv_at_any_count(step):
     n, labels, stats = components(mask)
     n32, labels32, stats32, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
     assert n == n32 and np.array_equal(labels, labels32) and np.array_equal(stats, stats32)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.03, -0.4, 2.0])
+def test_fit_line_equals_polyfit(slope):
+    rng = np.random.default_rng(1)
+    u = rng.integers(0, 640, 300)
+    v = np.rint(slope * u + 40 + rng.normal(0, 1.5, 300)).astype(np.int64)
+    assert fit_line(u, v) == pytest.approx(tuple(np.polyfit(u, v, 1)), rel=1e-9, abs=1e-9)
