@@ -277,8 +277,9 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
     cut = m.copy()
     cut[:, max(0, c - 1):c + 2] = False
     n, lab, st, cen = cv2.connectedComponentsWithStats(cut.astype(np.uint8), connectivity=8)
-    right_ids = np.flatnonzero(cen[:, 0] > c)
-    right = np.isin(lab, right_ids[right_ids > 0])
+    on_right = cen[:, 0] > c
+    on_right[0] = False  # the background
+    right = on_right[lab]
     left = cut & ~right
     # The waist itself goes to both sides' neighbours: give it back to whichever side touches it.
     waist = m & ~cut
@@ -443,7 +444,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     # Split wide groups at thin waists, then test every part's shape.
     out_boxes, out_masks, out_stroke = [], [], []
     for g, ((x, y, bw, bh), sw) in enumerate(zip(boxes, stroke)):
-        if bh < 0.6 * min_h and bw < 0.6 * min_h:
+        if bh < min_h:  # nor is any part of it tall enough for a digit (see plausible)
             continue
         m = group_of[labels[y:y + bh, x:x + bw]] == g
         parts = split_touching(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [m]
