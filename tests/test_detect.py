@@ -172,12 +172,14 @@ def test_big_and_small_digits_in_one_frame(digits):
     assert len(big) == 1 and len(small) == 20 and len(boxes) == 21
 
 
-def test_light_on_dark_board(digits):
-    img = sheet(value=(40, 55, 40))
+@pytest.mark.parametrize("size", [(640, 480), (518, 518), (601, 451), (300, 200)])  # whole and fractional reductions
+@pytest.mark.parametrize("board", [True, False])
+def test_light_on_dark_board(digits, size, board):
+    img = sheet(value=(40, 55, 40) if board else PAPER)
     for i, d in enumerate((2, 0, 2, 4)):
-        stamp(img, first(digits, d), 120 + 100 * i, 180, 80, ink=(230, 230, 230))
-    c = find_candidates(img)
-    assert c.light_on_dark and len(c.boxes) == 4
+        stamp(img, first(digits, d), 120 + 100 * i, 180, 80, ink=(230, 230, 230) if board else (30, 30, 30))
+    c = find_candidates(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    assert c.light_on_dark == board and len(c.boxes) == 4
 
 
 def test_boxes_in_original_pixels_at_any_size(digits):
