@@ -119,12 +119,12 @@ def heatmap_tint(img: np.ndarray, box: np.ndarray, attn: np.ndarray, strength: f
     a = r[my0:my0 + y1 - y0] @ np.clip(attn.astype(np.float32), 0, 1) @ r[mx0:mx0 + x1 - x0].T
     # Diffuse low attention is left untinted, so the hot spots stand out on clean paper.
     a = np.clip((a - 0.1) / 0.9, 0, 1)
-    colours = cv2.applyColorMap((a * 255).astype(np.uint8), JET).astype(np.float32)
-    roi = img[y0:y1, x0:x1].astype(np.float32)
+    colours = cv2.applyColorMap((a * 255).astype(np.uint8), JET)
+    roi = img[y0:y1, x0:x1]
     # Bright paper takes the colour, dark ink keeps most of its own: the digit stays readable.
-    lum = roi @ np.full((3, 1), 1 / 3, np.float32)
-    k = strength * (a * np.sqrt(a))[..., None] * np.clip(lum / 180.0, 0.15, 1.0)
-    img[y0:y1, x0:x1] = (roi + k * (colours - roi) + 0.5).astype(np.uint8)
+    lum = cv2.transform(roi, np.full((1, 3), 1 / 3))  # (h, w) uint8 mean of B, G, R
+    k = strength * (a * np.sqrt(a)) * np.clip(lum * np.float32(1 / 180.0), 0.15, 1.0)
+    roi[:] = cv2.blendLinear(roi, colours, 1.0 - k, k)
 
 
 def draw_label(img: np.ndarray, box: np.ndarray, text: str, colour, s: float) -> None:
