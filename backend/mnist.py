@@ -42,7 +42,8 @@ def fit_and_centre(digit: np.ndarray) -> np.ndarray:
         dy = IMG_SIZE / 2 - m["m01"] / m["m00"]
         shift = np.float32([[1, 0, dx], [0, 1, dy]])
         canvas = cv2.warpAffine(canvas, shift, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR)
-    return np.clip(canvas, 0, 255).astype(np.uint8)
+    # Bilinear weights are >= 0 and sum to 1: the canvas stays in [0, 255], no clipping needed.
+    return canvas.astype(np.uint8)
 
 
 def normalize(batch_u8: np.ndarray) -> np.ndarray:

@@ -100,7 +100,8 @@ def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig = PreprocessConfig
     # that the stroke core is full white, as in MNIST, before measuring its width.
     on = img[img > 0.05]
     if on.size:
-        img = np.clip(img * (1.0 / max(percentile(on, 90), 0.2)), 0, 1)
+        img *= 1.0 / max(percentile(on, 90), 0.2)
+        np.minimum(img, 1, out=img)  # (resampled ink is never below 0)
     if cfg.stroke_norm:
         target = MNIST_STROKE * cfg.canvas
         sw = stroke_width((img > 0.5).view(np.uint8))
