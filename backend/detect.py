@@ -346,6 +346,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
             # the transform missed (faint in a shadow, broken by a digit) go too.
             # The segment's own slope is only roughly right (a digit on the line pulls it), so
             # the line is refitted to the ink along it before it is extended.
+            # (Within the segment's box grown by the band's half-width, not over the whole mask.)
             bx0, by0 = max(0, min(x0, x1) - 3), max(0, min(y0, y1) - 3)
             bx1, by1 = max(x0, x1) + 4, max(y0, y1) + 4
             seg = np.zeros_like(mask[by0:by1, bx0:bx1])
