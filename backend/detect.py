@@ -421,7 +421,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     strong = np.bincount(labels[hi.view(bool)], minlength=n) > 0
     edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
     area = stats[:, 4].astype(np.float32)
-    perim = np.bincount(labels[edge > 0], minlength=n).astype(np.float32)
+    perim = np.bincount(labels[edge.view(bool)], minlength=n).astype(np.float32)
     min_h = max(cfg.min_height_px, cfg.min_height_frac * max(h, w))
     keep = strong & (area >= 3) & ((stats[:, 3] >= 0.15 * min_h) | (stats[:, 2] >= 0.15 * min_h))
     keep[0] = False
@@ -525,11 +525,12 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
         x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(w, x + bw + r), min(h, y + bh + r)
         # Away from any ink and its blurred edge, and relative to the background (so the slope
         # of a shadow is not counted as roughness).
-        away = cv2.dilate(mask[y0:y1, x0:x1], np.ones((5, 5), np.uint8)) == 0
-        if np.count_nonzero(away) < 10:
+        near = cv2.dilate(mask[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
+        away = cv2.threshold(near, 0, 1, cv2.THRESH_BINARY_INV)[1]
+        if cv2.countNonZero(away) < 10:
             continue
         diff = cv2.subtract(bg[y0:y1, x0:x1], work[y0:y1, x0:x1], dtype=cv2.CV_16S)
-        spread = float(cv2.meanStdDev(diff, mask=away.view(np.uint8))[1][0, 0]) + 1.0
+        spread = float(cv2.meanStdDev(diff, mask=away)[1][0, 0]) + 1.0
         contrast = float(cv2.mean(diff[y - y0:y - y0 + bh, x - x0:x - x0 + bw], mask=m)[0])
         ok[i] = contrast >= cfg.local_snr * spread
     return ok
