@@ -186,14 +186,16 @@ def draw_inset(img: np.ndarray, dets: Detections, s: float) -> None:
     label_h = int(round(20 * s))
     pad = int(round(10 * s))
     n = min(len(dets), (img.shape[1] // 2 - pad) // (cell + gap))
-    width = n * (cell + gap) + gap
+    title = "model input 28x28"
+    title_w = cv2.getTextSize(title, FONT, 0.45 * s, 1)[0][0]
+    width = max(n * (cell + gap), title_w + gap) + gap  # the title fits even over one crop
     x0 = img.shape[1] - width - pad
     title_h = int(round(20 * s))
     y0 = img.shape[0] - cell - label_h - title_h - 2 * gap - pad
     if n < 1 or y0 < img.shape[0] // 2:  # no room on a tiny frame
         return
     shade(img, x0, y0, x0 + width, img.shape[0] - pad, 0.7)
-    put_text(img, "model input 28x28", (x0 + gap, y0 + int(round(15 * s))), 0.45 * s, (200, 200, 200), 1)
+    put_text(img, title, (x0 + gap, y0 + int(round(15 * s))), 0.45 * s, (200, 200, 200), 1)
     for k, i in enumerate(range(n)):  # detections come in reading order
         cx = x0 + gap + k * (cell + gap)
         cy = y0 + title_h + gap
