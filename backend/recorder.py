@@ -24,12 +24,24 @@ FALLBACK_FPS = 30.0
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
+def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`frame` scaled to fit inside `size` (width, height), centred on black."""
+    w, h = size
+    scale = min(w / frame.shape[1], h / frame.shape[0])
+    fw, fh = max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale))
+    out = np.zeros((h, w, 3), np.uint8)
+    x, y = (w - fw) // 2, (h - fh) // 2
+    out[y:y + fh, x:x + fw] = cv2.resize(frame, (fw, fh), interpolation=cv2.INTER_AREA)
+    return out
+
+
 class VideoRecorder:
     """Annotated frames -> a video file.
 
     path: .mp4 (mp4v), .avi or .mkv (MJPG). fps: the rate to write at; None measures it over the
     first `measure_s` seconds (at most `measure_frames` frames), falling back to `fallback_fps`.
-    Frames are BGR uint8; the first fixes the size, later frames of another size are resized to it.
+    Frames are BGR uint8; the first fixes the size, later frames of another size are scaled to
+    fit inside it, keeping their shape, on black bars.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, fallback_fps: float | None = None,
@@ -68,7 +80,7 @@ class VideoRecorder:
         if self.size is None:
             self.size = (frame.shape[1], frame.shape[0])
         elif (frame.shape[1], frame.shape[0]) != self.size:
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            frame = letterbox(frame, self.size)
         if self._writer is None:
             self._pending.append(frame.copy())
             self._times.append(time.monotonic())

@@ -8,7 +8,7 @@ import pytest
 
 from app_fakes import video_info
 from backend.errors import UserError
-from backend.recorder import JsonlWriter, VideoRecorder, next_numbered_path
+from backend.recorder import JsonlWriter, VideoRecorder, letterbox, next_numbered_path
 
 
 def frames(n: int, size=(160, 120)):
@@ -47,6 +47,14 @@ def test_frames_of_another_size_are_fitted_to_the_first(tmp_path):
         for f in frames(3) + frames(3, size=(320, 200)) + frames(3, size=(80, 60)):
             rec.write(f)
     assert video_info(tmp_path / "sizes.mp4")[:3] == (9, 160, 120)
+
+
+def test_a_frame_of_another_shape_keeps_its_shape_on_black_bars():
+    wide = np.full((50, 200, 3), 255, np.uint8)  # 4:1 into 160x120 -> 160x40, bars above and below
+    out = letterbox(wide, (160, 120))
+    assert out.shape == (120, 160, 3)
+    rows = np.flatnonzero(out[:, 80, 0] > 128)
+    assert rows.min() == 40 and rows.max() == 79 and out[:40].max() == 0 and out[80:].max() == 0
 
 
 def test_close_twice_and_empty_recording_are_harmless(tmp_path):
