@@ -102,9 +102,11 @@ def expand(spec: SweepSpec) -> tuple[list[ViTConfig], list[str]]:
 
 
 def config_name(cfg: ViTConfig) -> str:
-    """A short, unique, file-system-safe name, e.g. 's24-p4-d96-L6-h4-m2'."""
+    """A short, unique, file-system-safe name, e.g. 's32x4-p7-d128-L6-h4-m2' (stem of 32
+    channels shrinking 4x, 7-pixel patches, width 128, 6 blocks, 4 heads, MLP ratio 2)."""
     mlp = f"{cfg.mlp_ratio:g}".replace(".", "_")
-    return f"s{cfg.stem_channels}-p{cfg.patch_size}-d{cfg.embed_dim}-L{cfg.depth}-h{cfg.num_heads}-m{mlp}"
+    stem = f"s{cfg.stem_channels}x{cfg.stem_stride}" if cfg.stem_channels else "s0"
+    return f"{stem}-p{cfg.patch_size}-d{cfg.embed_dim}-L{cfg.depth}-h{cfg.num_heads}-m{mlp}"
 
 
 def cpu_latency_ms(model: torch.nn.Module, batch: int, threads: int, seconds: float = 0.5) -> float:
@@ -162,8 +164,8 @@ def run_sweep(spec: SweepSpec, data_dir: str | None = None) -> list[dict]:
         model, ckpt = load_model(out / "best.pt")
         _, test_acc = evaluate_loader(model, test_dl, torch.device("cpu"))
         history = ckpt.get("history", [])
-        row = {"name": name, **{f: getattr(cfg, f) for f in ("patch_size", "stem_channels", "embed_dim", "depth",
-                                                              "num_heads", "mlp_ratio")},
+        row = {"name": name, **{f: getattr(cfg, f) for f in ("patch_size", "stem_channels", "stem_stride",
+                                                              "embed_dim", "depth", "num_heads", "mlp_ratio")},
                "tokens": cfg.grid**2 + 1, "params": count_parameters(model), "test_acc": round(test_acc, 5),
                "val_acc": round(float(ckpt.get("val_acc", last.get("val_acc", float("nan")))), 5),
                "epochs": len(history), "train_s": round(sum(h.get("epoch_time_s", 0.0) for h in history) or train_s, 1),
