@@ -131,20 +131,27 @@ def estimate_background(work: np.ndarray, cfg: DetectConfig) -> np.ndarray:
     resolution (wider than any stroke, so the ink vanishes while straight paper edges and
     shadow edges stay where they are), smoothed and brought back to working size."""
     h, w = work.shape
-    f = min(1.0, cfg.bg_size / max(h, w))
-    small = cv2.resize(work, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = _shrink(work, cfg.bg_size)
     k = _odd(max(small.shape) * cfg.bg_kernel_frac)
-    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     # Whatever meets the frame's edge (the table beside the sheet) is taken to go on beyond it,
     # so a strip of table narrower than the kernel is not filled in as paper.
     pad = cv2.copyMakeBorder(small, k, k, k, k, cv2.BORDER_REPLICATE)
-    bg = cv2.morphologyEx(pad, cv2.MORPH_CLOSE, ker)[k:-k, k:-k]
+    bg = _round_morph(_round_morph(pad, cv2.dilate, k // 2), cv2.erode, k // 2)[k:-k, k:-k]
     # Pull the bright side of every edge (sheet against table, light against shadow) in by a
     # couple of low-resolution pixels, so that resampling never puts bright paper behind the
     # dark side of the edge, which would read as a line of ink along it.
     bg = cv2.erode(bg, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_REPLICATE)
     bg = cv2.blur(bg, (3, 3))
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _round_morph(img: np.ndarray, op, r: int) -> np.ndarray:
+    """cv2.dilate or cv2.erode by an octagon of radius r, nearly a disk: a square, then a
+    diamond (r - r_square steps of a 3x3 cross). Several times faster than a disk kernel, whose
+    every pixel OpenCV visits."""
+    rs = round(0.4 * r)
+    img = op(img, np.ones((2 * rs + 1, 2 * rs + 1), np.uint8))
+    return op(img, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)), iterations=r - rs)
 
 
 def ink_image(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
