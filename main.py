@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend.data import DATA_ENV
+from backend.data import AUGMENTS, DATA_ENV
 from backend.device import DEVICES
 from backend.errors import UserError
 from backend.model import DEFAULT_PRESET, PRESETS
@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (default: %(default)s)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (fine-tuning, fresh schedule)")
+    p.add_argument("--augment", choices=AUGMENTS, default="webcam",
+                   help="webcam: the full webcam-crop augmentation (default); light: small affine only, "
+                        "for a last short phase at a low learning rate")
     p.add_argument("--extra-data", default=None, metavar="NPZ",
                    help="extra 28x28 digits (images, labels) mixed into training, e.g. pipeline crops of synthetic scenes")
     p.add_argument("--limit", type=positive_int, default=None, help="use only this many images (quick checks)")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         tc = TrainConfig(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, data_dir=args.data_dir,
                          device=args.device, out=args.out, resume=args.resume, seed=args.seed,
-                         workers=args.workers, limit=args.limit, init=args.init, extra_data=args.extra_data)
+                         workers=args.workers, limit=args.limit, init=args.init, extra_data=args.extra_data,
+                         augment=args.augment)
         try:
             train(tc)
         except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from .mnist import MNIST_MEAN, MNIST_STD
 DATA_ENV = "DIGITS_DATA_DIR"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "digits-transformer"
 VAL_SIZE = 5000  # held out from the 60k training images for model selection
+AUGMENTS = ("webcam", "light")  # see train_transform
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
@@ -60,22 +61,29 @@ class RandomNoise(torch.nn.Module):
         return (x + torch.randn_like(x) * self.max_sigma * torch.rand(())).clamp(0, 1)
 
 
-def train_transform() -> v2.Compose:
+def train_transform(augment: str = "webcam") -> v2.Compose:
     """Augmentation chosen for crops from a webcam after our preprocessing.
 
-    A hand-held sheet is tilted and sheared, the detector's box is a little off so the digit is
-    scaled and shifted inside its 20x20 fit, ink is thicker or thinner than MNIST's, edges are
-    soft from focus blur and low contrast, and there is sensor noise.
+    "webcam": a hand-held sheet is tilted and sheared, the detector's box is a little off so the
+    digit is scaled and shifted inside its 20x20 fit, ink is thicker or thinner than MNIST's,
+    edges are soft from focus blur and low contrast, and there is sensor noise.
+    "light": small tilts, shifts and scales only, for a short last phase at a low learning rate
+    that settles the model on clean digits after it has learnt the hard ones.
     """
+    if augment not in AUGMENTS:
+        raise UserError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    norm = v2.Normalize([MNIST_MEAN], [MNIST_STD])
+    if augment == "light":
+        return v2.Compose([*to_float, v2.RandomAffine(degrees=8, translate=(0.05, 0.05), scale=(0.92, 1.08)), norm])
     return v2.Compose([
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
+        *to_float,
         v2.RandomAffine(degrees=15, translate=(0.08, 0.08), scale=(0.8, 1.12), shear=(-12, 12, -6, 6)),
         StrokeWidth(p=0.5),
         v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 0.9))], p=0.3),
         v2.RandomApply([v2.ColorJitter(contrast=(0.6, 1.0), brightness=(0.75, 1.0))], p=0.3),
         v2.RandomApply([RandomNoise(0.08)], p=0.3),
-        v2.Normalize([MNIST_MEAN], [MNIST_STD]),
+        norm,
     ])
 
 
@@ -131,10 +139,10 @@ class ArrayDigits(Dataset):
 
 
 def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 0,
-                    extra: str | None = None) -> tuple[Dataset, Dataset]:
+                    extra: str | None = None, augment: str = "webcam") -> tuple[Dataset, Dataset]:
     """The training images split into (augmented train, clean validation), fixed by `seed`.
     `extra` adds an ArrayDigits .npz to the training side."""
-    train_full = mnist(data_dir, True, train_transform())
+    train_full = mnist(data_dir, True, train_transform(augment))
     val_full = mnist(data_dir, True, eval_transform())
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed)).tolist()
     val_idx, train_idx = perm[:VAL_SIZE], perm[VAL_SIZE:]
@@ -142,7 +150,7 @@ def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 
         train_idx, val_idx = train_idx[:limit], val_idx[: max(limit // 5, 100)]
     train = Subset(train_full, train_idx)
     if extra:
-        train = ConcatDataset([train, ArrayDigits(extra, train_transform())])
+        train = ConcatDataset([train, ArrayDigits(extra, train_transform(augment))])
     return train, Subset(val_full, val_idx)
 
 

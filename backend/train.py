@@ -46,6 +46,7 @@ class TrainConfig:
     limit: int | None = None  # train on this many images only (smoke tests)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh schedule)
     extra_data: str | None = None  # .npz of extra 28x28 digits mixed into training (backend.data.ArrayDigits)
+    augment: str = "webcam"  # webcam | light (backend.data.train_transform)
     model_config: dict | None = None  # a ViTConfig as a dict, instead of the preset's (model search)
 
 
@@ -109,7 +110,7 @@ def train(tc: TrainConfig) -> dict:
         model = VisionTransformer(cfg)
         model.load_state_dict(init["model"])
         model.to(device)
-    train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed, tc.extra_data)
+    train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed, tc.extra_data, tc.augment)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=tc.seed) if world > 1 else None
     gen = torch.Generator()
     pin = device.type == "cuda"

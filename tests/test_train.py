@@ -113,3 +113,25 @@ def test_extra_digits_load_and_bad_files_are_refused(tmp_path):
     for bad in ("bad.npz", "missing.npz"):
         with pytest.raises(UserError):
             ArrayDigits(str(tmp_path / bad))
+
+
+def test_light_augmentation_only_moves_the_digit_and_unknown_ones_are_refused():
+    from backend.data import train_transform
+    from backend.errors import UserError
+    from backend.mnist import MNIST_MEAN, MNIST_STD
+
+    img = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    img[0, 8:20, 12:16] = 255
+    torch.manual_seed(0)
+    light = torch.stack([train_transform("light")(img) for _ in range(20)])
+    webcam = torch.stack([train_transform("webcam")(img) for _ in range(20)])
+    background = -MNIST_MEAN / MNIST_STD
+    # Tilt, shift and scale keep a clean black background and the ink's brightness;
+    # the webcam mix adds noise to the background.
+    assert torch.allclose(light[:, :, 0], torch.full_like(light[:, :, 0], background))
+    white = (1 - MNIST_MEAN) / MNIST_STD
+    assert torch.allclose(light.amax(dim=(1, 2, 3)), torch.full((20,), white), atol=1e-4)
+    assert torch.allclose(light.flatten(1).min(1).values, torch.full((20,), background))
+    assert not torch.allclose(webcam[:, :, 0], torch.full_like(webcam[:, :, 0], background))  # noise
+    with pytest.raises(UserError, match="augmentation"):
+        train_transform("heavy")
