@@ -41,6 +41,18 @@ class DetectConfig:
     line_frac_h: float = 0.6  # nor are vertical lines longer than this fraction of the height
     max_width_frac: float = 0.7  # a digit is at most this fraction of the frame width
     local_snr: float = 2.5  # a digit's ink is darker than its surroundings by this many of their sigmas
+    polarity_every: int = 30  # in a video, the ink polarity is decided afresh after this many frames...
+    polarity_change: float = 10.0  # ...or once the picture differs by this many grey levels (mean) from
+    # the one it was decided on; a sheet does not turn into a chalkboard without the picture changing
+
+
+@dataclass
+class Polarity:
+    """Which way a scene's writing goes, kept for the next frames of a video."""
+
+    light_on_dark: bool  # chalk on a board
+    thumb: np.ndarray  # (h, w) uint8 the working grey frame shrunk to about 40 px, when it was decided
+    age: int = 0  # frames since it was decided
 
 
 @dataclass
@@ -58,6 +70,7 @@ class Candidates:
     light_on_dark: bool  # chalk-on-board polarity was chosen
     threshold: float  # ink level (0..1) of the low hysteresis threshold
     stroke: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (N,) stroke width, working px
+    polarity: Polarity | None = None  # the polarity decision, to pass to the video's next frame
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -102,6 +115,17 @@ def is_light_on_dark(work: np.ndarray, cfg: DetectConfig) -> bool:
     dark = _count_above(cv2.subtract(med, small), t, flat)
     light = _count_above(cv2.subtract(small, med), t, flat)
     return light > 1.5 * dark + 0.0005 * small.size
+
+
+def decide_polarity(work: np.ndarray, cfg: DetectConfig, prev: Polarity | None = None) -> Polarity:
+    """The polarity of the working grey frame (see is_light_on_dark), or prev's while the picture
+    is nearly the one prev was decided on and prev is young: the test is one of detection's
+    dearest steps, and a video asks it the same question frame after frame."""
+    thumb = _shrink(work, 40)
+    if (prev is not None and prev.age < cfg.polarity_every and prev.thumb.shape == thumb.shape
+            and cv2.norm(thumb, prev.thumb, cv2.NORM_L1) <= cfg.polarity_change * thumb.size):
+        return Polarity(prev.light_on_dark, prev.thumb, prev.age + 1)
+    return Polarity(is_light_on_dark(work, cfg), thumb)
 
 
 def _count_above(img: np.ndarray, t: float, mask: np.ndarray) -> int:
@@ -405,8 +429,13 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndar
     return (flat & mask & (1 - across_flat)) | (steep & mask & (1 - across_steep))
 
 
-def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Candidates:
-    """Frame (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 -> digit candidates."""
+def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
+                    polarity: Polarity | None = None) -> Candidates:
+    """Frame (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 -> digit candidates.
+
+    polarity: the previous frame's Candidates.polarity in a video (reused while the picture stays
+    nearly the same); None decides it from this frame alone.
+    """
     gray = to_gray(np.asarray(frame))
     if gray.dtype != np.uint8:
         raise ValueError(f"expected a uint8 frame, got {gray.dtype}")
@@ -414,7 +443,8 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     s = min(1.0, cfg.work_size / max(H, W))
     work = cv2.resize(gray, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA) if s < 1 \
         else gray
-    light = is_light_on_dark(work, cfg)
+    polarity = decide_polarity(work, cfg, polarity)
+    light = polarity.light_on_dark
     if light:
         gray, work = 255 - gray, 255 - work
     bg = estimate_background(work, cfg)
@@ -446,7 +476,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     if len(ids) > 400:  # a noise frame: keep the biggest pieces, bounded work
         ids = ids[np.argsort(-area[ids])[:400]]
     empty = Candidates(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32), s, gray, bg, ink,
-                       mask * 255, light, low / 255)
+                       mask * 255, light, low / 255, polarity=polarity)
     if len(ids) == 0:
         return empty
     st = stats[ids]
@@ -497,7 +527,8 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> Ca
     bx = bx[idx]
     full = np.round(bx / s).astype(np.int32)
     full[:, 2:] = np.maximum(full[:, 2:], 1)
-    return Candidates(full, [out_masks[i] for i in idx], bx, s, gray, bg, ink, mask * 255, light, low / 255, sw[idx])
+    return Candidates(full, [out_masks[i] for i in idx], bx, s, gray, bg, ink, mask * 255, light, low / 255, sw[idx],
+                      polarity)
 
 
 def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, shape: tuple[int, int],

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detect import DetectConfig, find_candidates
+from .detect import DetectConfig, Polarity, find_candidates
 from .preprocess import PreprocessConfig, candidates_to_mnist, to_batch
 from .reading import Reading, reading_order
 from .recognizer import Recognizer
@@ -59,11 +59,13 @@ class Pipeline:
     def __init__(self, recognizer: Recognizer, cfg: PipelineConfig | None = None):
         self.recognizer = recognizer
         self.cfg = cfg or PipelineConfig()
+        self.polarity: Polarity | None = None  # the last frame's ink polarity, reused while the scene holds
 
     def process(self, frame: np.ndarray) -> FrameResult:
         """frame: (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey uint8, any size."""
         t0 = time.perf_counter()
-        cand = find_candidates(frame, self.cfg.detect)
+        cand = find_candidates(frame, self.cfg.detect, self.polarity)
+        self.polarity = cand.polarity
         t1 = time.perf_counter()
         crops = candidates_to_mnist(cand, self.cfg.preprocess)
         batch = to_batch(crops)

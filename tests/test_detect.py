@@ -182,6 +182,29 @@ def test_light_on_dark_board(digits, size, board):
     assert c.light_on_dark == board and len(c.boxes) == 4
 
 
+def test_video_polarity_is_reused_until_the_scene_changes(digits):
+    paper, board = sheet(), sheet(value=(40, 55, 40))
+    for i, d in enumerate((2, 0, 2, 4)):
+        stamp(paper, first(digits, d), 120 + 100 * i, 180, 80)
+        stamp(board, first(digits, d), 120 + 100 * i, 180, 80, ink=(230, 230, 230))
+    moved = np.roll(paper, 4, axis=1)  # the camera moved a little: the decision is reused, same result
+    c = find_candidates(moved, polarity=find_candidates(paper).polarity)
+    fresh = find_candidates(moved)
+    assert c.polarity.age == 1 and not c.light_on_dark and np.array_equal(c.boxes, fresh.boxes)
+    # The scene flips from paper to a chalkboard: decided afresh, and the chalk is found.
+    c = find_candidates(board, polarity=c.polarity)
+    assert c.polarity.age == 0 and c.light_on_dark and len(c.boxes) == 4
+    # ... and back.
+    c = find_candidates(paper, polarity=c.polarity)
+    assert c.polarity.age == 0 and not c.light_on_dark and len(c.boxes) == 4
+    # A still scene is decided afresh every polarity_every frames.
+    ages, p = [], c.polarity
+    for _ in range(DetectConfig().polarity_every + 1):
+        p = find_candidates(paper, polarity=p).polarity
+        ages.append(p.age)
+    assert ages == list(range(1, DetectConfig().polarity_every + 1)) + [0]
+
+
 def test_boxes_in_original_pixels_at_any_size(digits):
     sc = next(synth.scenes(1, seed=9, digits=digits))
     big = cv2.resize(sc.image, None, fx=3, fy=3, interpolation=cv2.INTER_LINEAR)  # 1920 x 1440

@@ -81,6 +81,13 @@ def test_frame_record_is_exactly_the_jsonl_object(digits):
     assert rec["numbers"] == r.numbers
 
 
+def test_polarity_follows_the_scene_from_frame_to_frame(digits):
+    paper = next(synth.scenes(1, seed=1, cfg=synth.SceneConfig(light_on_dark_p=0.0), digits=digits)).image
+    board = next(synth.scenes(1, seed=1, cfg=synth.SceneConfig(light_on_dark_p=1.0), digits=digits)).image
+    pipe = Pipeline(FakeRecognizer())
+    assert [pipe.process(f).light_on_dark for f in (paper, paper, board, board, paper)] == [False, False, True, True, False]
+
+
 def test_empty_frame_record():
     r = Pipeline(FakeRecognizer()).process(np.full((240, 320, 3), 230, np.uint8))
     assert frame_record(0, "x", r, 1.0)["detections"] == [] and r.numbers == []
