@@ -327,7 +327,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "auto"], default=["torch", "onnx"],
                    help="recognizer backends to compare (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="device of the torch backend (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads (default: up to 4 cores)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: half the cores, 1 to 4)")
     p.add_argument("--sections", nargs="+", choices=["model", "frames", "video"], default=["model", "frames", "video"])
     p.add_argument("--repeats", type=int, default=5, help="passes over each frame set (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=1.5, help="time per model batch size (default: %(default)s)")
