@@ -102,21 +102,26 @@ def test_no_digits_reported_without_digits(kind):
         assert len(r.detections) == 0 and len(r.rejected) == 0
 
 
-def test_reading_accuracy_on_synthetic_scenes(digits, shipped_pipeline):
-    """The shipped model reads >= 97 % of the digits of fixed-seed camera-like scenes.
+@pytest.mark.parametrize("model, floor", [("digits_vit.pt", 0.97), ("digits_vit_fast.pt", 0.96)])
+def test_reading_accuracy_on_synthetic_scenes(digits, model, floor):
+    """Each shipped model reads most digits of fixed-seed camera-like scenes (measured: 97.6 %
+    for the default, 97.1 % for the fast one).
 
     60 scenes (~380 digits): with fewer, a handful of MNIST's own ambiguous digits swings the
     rate by several points."""
+    from backend.recognizer import Recognizer
+
+    pipe = Pipeline(Recognizer(SHIPPED.parent / model, device="cpu"))
     truth = correct = 0
     for sc in synth.scenes(60, seed=2024, digits=digits):
-        r = shipped_pipeline.process(sc.image)
+        r = pipe.process(sc.image)
         iou = synth.box_iou(sc.boxes, r.detections.boxes)
         for i, label in enumerate(sc.labels):
             truth += 1
             if iou.shape[1] and iou[i].max() >= 0.5:
                 correct += int(r.detections.digits[iou[i].argmax()] == label)
     assert truth >= 300
-    assert correct / truth >= 0.97, f"read {correct}/{truth}"
+    assert correct / truth >= floor, f"read {correct}/{truth}"
 
 
 def test_numbers_read_in_order(digits, shipped_pipeline):
