@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 import time
@@ -189,9 +190,14 @@ class FolderSource:
 
 
 class VideoFileSource:
-    """A video file, every frame in order. The first frame is decoded at open to validate the file."""
+    """A video file, every frame in order. The first frame is decoded at open to validate the file.
+
+    Frames are decoded a few ahead on a thread (OpenCV releases the GIL while it decodes), so
+    decoding overlaps detection and recognition of the previous frame.
+    """
 
     live = False
+    AHEAD = 4  # frames decoded ahead of the reader
 
     def __init__(self, path: str | os.PathLike):
         self.name = str(path)
@@ -204,19 +210,42 @@ class VideoFileSource:
             raise UserError(f"cannot read video {path} (empty, corrupt or an unsupported format)")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps: float | None = fps if 0 < fps < 1000 else None
-        self._first: np.ndarray | None = frame
+        self._frames: queue.Queue = queue.Queue(self.AHEAD)
+        self._frames.put(frame)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._decode, name=f"decode {self.name}", daemon=True)
+        self._thread.start()
+
+    def _decode(self) -> None:
+        """Decode into the queue until the file ends (then None) or release() is called."""
+        while not self._stop.is_set():
+            ok, frame = self._cap.read()
+            if not ok or frame is None or frame.size == 0:
+                frame = None
+            while not self._stop.is_set():
+                try:
+                    self._frames.put(frame, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if frame is None:
+                return
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        if self._first is not None:
-            frame, self._first = self._first, None
-            return True, frame
-        ok, frame = self._cap.read()
-        if not ok or frame is None or frame.size == 0:
+        if self._ended:
+            return False, None
+        frame = self._frames.get()
+        if frame is None:
+            self._ended = True
             return False, None
         return True, frame
 
     def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
         self._cap.release()
+        self._ended = True
 
 
 # --- live sources -----------------------------------------------------------------------------

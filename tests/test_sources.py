@@ -126,6 +126,17 @@ def test_video_file_gives_every_frame_in_order(tmp_path):
         got.append(int(r[1].mean()))
     src.release()
     assert len(got) == 10 and all(abs(g - (10 + 20 * i)) <= 3 for i, g in enumerate(got))
+    assert src.read() == (False, None)  # and stays ended
+
+
+def test_video_released_midway_stops_its_decoder(tmp_path):
+    frames = [np.full((48, 64, 3), 10 + 5 * i, np.uint8) for i in range(40)]
+    src = VideoFileSource(write_video(tmp_path / "v.avi", frames, fps=12))
+    ok, first = src.read()
+    time.sleep(0.2)  # the decoder fills its queue and waits
+    src.release()
+    assert ok and abs(int(first.mean()) - 10) <= 3
+    assert not src._thread.is_alive() and src.read() == (False, None)
 
 
 def camera(frames, fail="end", delay=0.002, **cfg):
