@@ -218,28 +218,33 @@ class VideoFileSource:
         self._thread.start()
 
     def _decode(self) -> None:
-        """Decode into the queue until the file ends (then None) or release() is called."""
+        """Decode into the queue until the file ends (None), decoding raises (the exception, for
+        read() to raise) or release() is called."""
         while not self._stop.is_set():
-            ok, frame = self._cap.read()
-            if not ok or frame is None or frame.size == 0:
-                frame = None
+            try:
+                ok, frame = self._cap.read()
+                item = frame if ok and frame is not None and frame.size else None
+            except Exception as e:  # noqa: BLE001 (raised again in the reader's thread)
+                item = e
             while not self._stop.is_set():
                 try:
-                    self._frames.put(frame, timeout=0.1)
+                    self._frames.put(item, timeout=0.1)
                     break
                 except queue.Full:
                     continue
-            if frame is None:
+            if not isinstance(item, np.ndarray):
                 return
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self._ended:
             return False, None
-        frame = self._frames.get()
-        if frame is None:
+        item = self._frames.get()
+        if not isinstance(item, np.ndarray):
             self._ended = True
+            if isinstance(item, Exception):
+                raise item
             return False, None
-        return True, frame
+        return True, item
 
     def release(self) -> None:
         self._stop.set()

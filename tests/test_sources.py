@@ -139,6 +139,24 @@ def test_video_released_midway_stops_its_decoder(tmp_path):
     assert not src._thread.is_alive() and src.read() == (False, None)
 
 
+def test_a_decoding_error_reaches_the_reader(tmp_path):
+    class Broken:
+        def read(self):
+            raise cv2.error("corrupt packet")
+
+        def release(self):
+            pass
+
+    src = VideoFileSource(write_video(tmp_path / "v.avi", [np.zeros((48, 64, 3), np.uint8)] * 3, fps=12))
+    src.release()
+    src._cap, src._ended, src._frames = Broken(), False, type(src._frames)(src.AHEAD)
+    src._stop.clear()
+    src._decode()
+    with pytest.raises(cv2.error, match="corrupt"):
+        src.read()
+    assert src.read() == (False, None)
+
+
 def camera(frames, fail="end", delay=0.002, **cfg):
     caps = []
 
