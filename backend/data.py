@@ -72,23 +72,25 @@ def train_transform(augment: str = "webcam") -> v2.Compose:
     """
     if augment not in AUGMENTS:
         raise UserError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
-    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    norm = v2.Normalize([MNIST_MEAN], [MNIST_STD])
     if augment == "light":
-        return v2.Compose([*to_float, v2.RandomAffine(degrees=8, translate=(0.05, 0.05), scale=(0.92, 1.08)), norm])
-    return v2.Compose([
-        *to_float,
+        return _between_float_and_normalised(v2.RandomAffine(degrees=8, translate=(0.05, 0.05), scale=(0.92, 1.08)))
+    return _between_float_and_normalised(
         v2.RandomAffine(degrees=15, translate=(0.08, 0.08), scale=(0.8, 1.12), shear=(-12, 12, -6, 6)),
         StrokeWidth(p=0.5),
         v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 0.9))], p=0.3),
         v2.RandomApply([v2.ColorJitter(contrast=(0.6, 1.0), brightness=(0.75, 1.0))], p=0.3),
         v2.RandomApply([RandomNoise(0.08)], p=0.3),
-        norm,
-    ])
+    )
 
 
 def eval_transform() -> v2.Compose:
-    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([MNIST_MEAN], [MNIST_STD])])
+    return _between_float_and_normalised()
+
+
+def _between_float_and_normalised(*steps) -> v2.Compose:
+    """uint8 image -> float in [0, 1] -> `steps` -> normalised with MNIST's mean and std."""
+    return v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), *steps,
+                       v2.Normalize([MNIST_MEAN], [MNIST_STD])])
 
 
 class TensorMNIST(datasets.MNIST):
