@@ -1,6 +1,7 @@
 """MNIST through torchvision, with augmentation that looks like our webcam crops."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -145,7 +146,8 @@ def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 
     """The training images split into (augmented train, clean validation), fixed by `seed`.
     `extra` adds an ArrayDigits .npz to the training side."""
     train_full = mnist(data_dir, True, train_transform(augment))
-    val_full = mnist(data_dir, True, eval_transform())
+    val_full = copy.copy(train_full)  # the same images, read once, without augmentation
+    val_full.transform = eval_transform()
     perm = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed)).tolist()
     val_idx, train_idx = perm[:VAL_SIZE], perm[VAL_SIZE:]
     if limit:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, save_atomic
+from .checkpoint import build_model, load_checkpoint, save_atomic
 from .data import train_val_split
 from .device import resolve_device
 from .errors import UserError
@@ -93,23 +93,21 @@ def train(tc: TrainConfig) -> dict:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
     cfg = ViTConfig.from_dict(tc.model_config) if tc.model_config else replace(PRESETS[tc.preset])
-    ckpt = None
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path)
-        if "optimizer" not in ckpt:
-            raise UserError(f"{resume_path} holds weights only; --resume needs a training checkpoint (last.pt)")
-        cfg = ViTConfig.from_dict(dict(ckpt["config"]))
-        tc = replace(tc, preset=ckpt.get("preset", tc.preset))
-
+    ckpt = None  # the training checkpoint being resumed
+    start = resume_path or tc.init  # weights to start from; resuming wins over --init
     torch.manual_seed(tc.seed)
-    model = VisionTransformer(cfg).to(device)
-    if tc.init and ckpt is None:
-        init = load_checkpoint(tc.init)
-        cfg = ViTConfig.from_dict(dict(init["config"]))
-        tc = replace(tc, preset=init.get("preset", tc.preset))
+    if start is None:
         model = VisionTransformer(cfg)
-        model.load_state_dict(init["model"])
-        model.to(device)
+    else:
+        loaded = load_checkpoint(start)
+        if resume_path is not None:
+            if "optimizer" not in loaded:
+                raise UserError(f"{resume_path} holds weights only; --resume needs a training checkpoint (last.pt)")
+            ckpt = loaded
+        model = build_model(loaded, start)
+        cfg = model.cfg
+        tc = replace(tc, preset=loaded.get("preset", tc.preset))
+    model.to(device)
     train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed, tc.extra_data, tc.augment)
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=tc.seed) if world > 1 else None
     gen = torch.Generator()
@@ -131,7 +129,6 @@ def train(tc: TrainConfig) -> dict:
 
     start_epoch, best_acc, history = 0, 0.0, []
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc = int(ckpt["epoch"]), float(ckpt.get("best_val_acc", 0.0))
