@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import cv2
@@ -282,6 +282,12 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                 if cfg.max_frames is not None and summary.frames >= cfg.max_frames:
                     summary.end = "max frames"
                     break
+                if window is not None:
+                    hud.recording = outputs.recorder.path.name if outputs.recorder is not None else None
+                    hud.paused = paused
+                    if time.monotonic() > status_until:
+                        hud.status = ""
+                shown = None  # this pass's overlay, drawn only when a window or a recording takes it
                 if not paused and not finished:
                     ok, raw = _read(source)
                     if not ok:
@@ -314,11 +320,12 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                             dets, numbers, lines = in_reading_order(tracker.update(result.detections, result.rejected))
                         else:
                             dets, numbers, lines = in_reading_order(result.detections, result.reading)
-                        t_draw = time.perf_counter()
-                        canvas = draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask)
-                        hud.timings = {**result.timings, "draw": (time.perf_counter() - t_draw) * 1e3}
+                        if window is not None or outputs.recorder is not None:
+                            t_draw = time.perf_counter()
+                            shown = draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask)
+                            hud.timings = {**result.timings, "draw": (time.perf_counter() - t_draw) * 1e3}
                         if outputs.recorder is not None:
-                            outputs.recorder.write(canvas)
+                            outputs.recorder.write(shown)
                         if outputs.jsonl is not None:
                             name = getattr(source, "current_name", getattr(source, "name", ""))
                             shown = FrameResult(dets, result.rejected, numbers, result.timings, None)
@@ -333,15 +340,13 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                         t_prev = now
                 if window is None:
                     continue
-                hud.recording = outputs.recorder.path.name if outputs.recorder is not None else None
-                hud.paused = paused
-                if time.monotonic() > status_until:
-                    hud.status = ""
-                if last is None:
-                    key = window.show(np.zeros((240, 320, 3), np.uint8))
-                else:
-                    frame, dets, lines, result = last
-                    key = window.show(draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask))
+                if shown is None:  # paused, finished or waiting: the last frame again, with today's HUD
+                    if last is None:
+                        shown = np.zeros((240, 320, 3), np.uint8)
+                    else:
+                        frame, dets, lines, result = last
+                        shown = draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask)
+                key = window.show(shown)
                 if paused or finished:
                     time.sleep(0.01)
                     t_prev = None
@@ -373,7 +378,7 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
                     frame, dets, lines, result = last
                     snap = next_numbered_path(cfg.snapshots_dir, "snap", ".png")
                     snap.parent.mkdir(parents=True, exist_ok=True)
-                    img = draw_overlay(frame, dets, lines, ov, HudInfo(**{**hud.__dict__, "status": ""}),
+                    img = draw_overlay(frame, dets, lines, ov, replace(hud, status=""),
                                        result.rejected, result.mask)
                     cv2.imwrite(str(snap), img)
                     set_status(f"saved {snap}")
