@@ -14,7 +14,7 @@ fills half the frame, a ballpoint and a marker, go through the same code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -68,8 +68,6 @@ class Candidates:
     ink: np.ndarray  # (h, w) uint8 working image: 0 paper .. 255 black ink (relative darkness)
     mask: np.ndarray  # (h, w) uint8 threshold mask at working resolution (debug view)
     light_on_dark: bool  # chalk-on-board polarity was chosen
-    threshold: float  # ink level (0..1) of the low hysteresis threshold
-    stroke: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (N,) stroke width, working px
     polarity: Polarity | None = None  # the polarity decision, to pass to the video's next frame
 
 
@@ -178,7 +176,7 @@ def _round_morph(img: np.ndarray, op, r: int) -> np.ndarray:
     return op(img, cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3)), iterations=r - rs)
 
 
-def ink_image(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
+def ink_image(gray: np.ndarray, background: np.ndarray, below: np.ndarray | None = None) -> np.ndarray:
     """Relative darkness (uint8): 255 * (background - gray) / background, 0 where brighter.
 
     Dividing by the background makes ink in a shadow as dark as ink in the light. Where the
@@ -187,7 +185,7 @@ def ink_image(gray: np.ndarray, background: np.ndarray) -> np.ndarray:
     darker still there is no paper to write on and nothing counts as ink.
     """
     paper = _hist_quantile(np.bincount(background[::4, ::4].ravel(), minlength=256), 0.9)
-    diff = cv2.subtract(background, gray)
+    diff = cv2.subtract(background, gray) if below is None else below  # grey levels under the paper
     div = cv2.max(background, int(min(255, 0.5 * paper)))
     # Zero where background < 0.35 * paper: OpenCV's division by zero gives zero.
     paper_there = cv2.threshold(background, np.ceil(0.35 * paper) - 1, 255, cv2.THRESH_BINARY)[1]
@@ -448,12 +446,12 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
     if light:
         gray, work = 255 - gray, 255 - work
     bg = estimate_background(work, cfg)
-    ink = ink_image(work, bg)
+    below = cv2.subtract(bg, work)  # grey levels under the background
+    ink = ink_image(work, bg, below)
     low, high = thresholds(ink, cfg)
     # Relative darkness divides by the background, so in a shadow sensor noise grows with it:
     # ink must also stand out from the noise in absolute grey levels.
     m, sigma = paper_noise(work, bg)
-    below = cv2.subtract(bg, work)  # grey levels under the background
     mask = cv2.bitwise_and(cv2.threshold(ink, low, 1, cv2.THRESH_BINARY)[1],
                            cv2.threshold(below, -m + cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
     h, w = work.shape
@@ -475,10 +473,13 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
     ids = np.flatnonzero(keep)
     if len(ids) > 400:  # a noise frame: keep the biggest pieces, bounded work
         ids = ids[np.argsort(-area[ids])[:400]]
-    empty = Candidates(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32), s, gray, bg, ink,
-                       mask * 255, light, low / 255, polarity=polarity)
+    mask255 = mask * 255
+
+    def found(full: np.ndarray, masks: list[np.ndarray], work_boxes: np.ndarray) -> Candidates:
+        return Candidates(full, masks, work_boxes, s, gray, bg, ink, mask255, light, polarity)
+
     if len(ids) == 0:
-        return empty
+        return found(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32))
     st = stats[ids]
     big = st[:, 3] >= min_h
     ref_h = float(np.median(st[big, 3])) if big.any() else min_h
@@ -515,7 +516,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
             out_masks.append(part.astype(np.uint8) * 255)
             out_stroke.append(sw)
     if not out_boxes:
-        return empty
+        return found(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32))
     bx = np.array(out_boxes, np.int32)
     sw = np.array(out_stroke, np.float32)
     keep = plausible(bx, out_masks, sw, (h, w), min_h, cfg)
@@ -527,8 +528,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
     bx = bx[idx]
     full = np.round(bx / s).astype(np.int32)
     full[:, 2:] = np.maximum(full[:, 2:], 1)
-    return Candidates(full, [out_masks[i] for i in idx], bx, s, gray, bg, ink, mask * 255, light, low / 255, sw[idx],
-                      polarity)
+    return found(full, [out_masks[i] for i in idx], bx)
 
 
 def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, shape: tuple[int, int],

@@ -140,11 +140,11 @@ def crops_to_mnist(frame: np.ndarray, boxes: np.ndarray, cfg: PreprocessConfig =
     for x, y, w, h in boxes:
         wx, wy = int(x * s), int(y * s)
         ww, wh = max(1, int(np.ceil((x + w) * s)) - wx), max(1, int(np.ceil((y + h) * s)) - wy)
-        masks.append(np.where(c.mask[wy:wy + wh, wx:wx + ww] > 0, 255, 0).astype(np.uint8).reshape(wh, ww)
-                     if c.mask[wy:wy + wh, wx:wx + ww].size == wh * ww else np.full((wh, ww), 255, np.uint8))
+        sub = c.mask[wy:wy + wh, wx:wx + ww]  # 0/255 already; a box ending at the frame's edge may round past it
+        masks.append(sub.copy() if sub.shape == (wh, ww) else np.full((wh, ww), 255, np.uint8))
         work.append((wx, wy, ww, wh))
     c = Candidates(boxes, masks, np.array(work, np.int32).reshape(-1, 4), s, c.gray, c.background, c.ink, c.mask,
-                   c.light_on_dark, c.threshold)
+                   c.light_on_dark)
     return candidates_to_mnist(c, cfg)
 
 
