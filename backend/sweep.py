@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .benchmark import timed_ms
 from .checkpoint import load_model
 from .data import test_set
 from .errors import UserError
@@ -116,16 +117,8 @@ def cpu_latency_ms(model: torch.nn.Module, batch: int, threads: int, seconds: fl
     try:
         model = model.eval().cpu()
         x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-        ts = []
         with torch.inference_mode():
-            for _ in range(3):
-                model(x, return_attn=True)
-            end = time.perf_counter() + seconds
-            while time.perf_counter() < end or len(ts) < 10:
-                t0 = time.perf_counter()
-                model(x, return_attn=True)
-                ts.append((time.perf_counter() - t0) * 1e3)
-        return float(np.median(ts))
+            return float(np.median(timed_ms(lambda: model(x, return_attn=True), seconds)))
     finally:
         torch.set_num_threads(prev)
 
