@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import SourceError, UserError
+from .errors import SourceError, UserError, warn_stderr
 from .overlay import HudInfo, OverlayConfig, draw_overlay
 from .pipeline import Detections, FrameResult, Pipeline, frame_record
 from .reading import Reading, reading_order
@@ -243,7 +243,7 @@ def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], No
     Raises SourceError when a source fails mid-run (after finalising every output) and
     Interrupted on a signal (likewise). The caller releases the source.
     """
-    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    warn = warn or warn_stderr
     live = bool(getattr(source, "live", False))
     track = cfg.track if cfg.track is not None else (live or getattr(source, "fps", None) is not None)
     tracker = Tracker(cfg.tracker) if track else None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .model import ViTConfig, VisionTransformer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +44,8 @@ def load_checkpoint(path: str | os.PathLike | None) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, random bytes, or a pickle that is not plain data
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load checkpoint {path}: not a valid weights-only checkpoint ({first[:160]})") from None
+        raise UserError(f"cannot load checkpoint {path}: not a valid weights-only checkpoint ({first_line(e)})") \
+            from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"cannot load checkpoint {path}: missing 'model' or 'config' entry")
     return ckpt
@@ -59,8 +59,7 @@ def build_model(ckpt: dict, path: str | os.PathLike | None = None) -> VisionTran
         model = VisionTransformer(cfg)
         model.load_state_dict(ckpt["model"])
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"checkpoint {path} does not match the model architecture ({first[:160]})") from None
+        raise UserError(f"checkpoint {path} does not match the model architecture ({first_line(e)})") from None
     for name, t in ckpt["model"].items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise UserError(f"checkpoint {path} has non-finite weights in {name}")

@@ -1,5 +1,7 @@
 """Errors a user can cause. Entry scripts print them as one line and exit with `code`."""
 
+import sys
+
 
 class UserError(Exception):
     """Bad input from the user (a file, a flag, a device): one clear line, exit code 2."""
@@ -11,3 +13,13 @@ class SourceError(UserError):
     """A camera or stream that cannot deliver frames (ends the run with exit code 1)."""
 
     code = 1
+
+
+def warn_stderr(msg: str) -> None:
+    """The default way to warn: one line on stderr."""
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type's name when empty), cut to `limit`."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_model
-from .errors import UserError
+from .errors import UserError, first_line
 from .model import VisionTransformer
 from .recognizer import InferenceHead, Predictions, default_threads
 
@@ -77,12 +77,10 @@ class OnnxSession:
         try:
             self.session = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
         except Exception as e:  # not a file ONNX Runtime can read
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise UserError(f"cannot load ONNX model {src if isinstance(src, str) else '(in memory)'}: {first[:160]}") \
-                from None
+            name = src if isinstance(src, str) else "(in memory)"
+            raise UserError(f"cannot load ONNX model {name}: {first_line(e)}") from None
         shape = self.session.get_outputs()[InferenceHead.OUTPUTS.index("rollout")].shape
         self.grid = int(shape[-1])
-        self.device = torch.device("cpu")
 
     @classmethod
     def from_model(cls, model: VisionTransformer, threads: int | None = None) -> "OnnxSession":
@@ -142,7 +140,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.PathLi
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}") from None
     images = mnist_test_batch(data_dir, n_check)
-    diffs = compare_with_torch(model, OnnxSession(out, threads=default_threads()), images)
+    diffs = compare_with_torch(model, OnnxSession(out), images)
     worst = max(diffs, key=diffs.get)
     if diffs[worst] > TOLERANCE:
         raise UserError(f"{out}: ONNX Runtime differs from PyTorch by {diffs[worst]:.2e} on '{worst}' "

@@ -59,7 +59,6 @@ class HudInfo:
     timings: dict[str, float] = field(default_factory=dict)  # ms per stage (detect, preprocess, model, draw)
     device: str = ""
     model: str = ""
-    source: str = ""
     recording: str | None = None  # file being recorded, if any
     paused: bool = False
     status: str = ""  # a short message shown for a moment (snapshot saved, end of input, ...)
@@ -196,8 +195,8 @@ def draw_inset(img: np.ndarray, dets: Detections, s: float) -> None:
         return
     shade(img, x0, y0, x0 + width, img.shape[0] - pad, 0.7)
     put_text(img, title, (x0 + gap, y0 + int(round(15 * s))), 0.45 * s, (200, 200, 200), 1)
-    for k, i in enumerate(range(n)):  # detections come in reading order
-        cx = x0 + gap + k * (cell + gap)
+    for i in range(n):  # detections come in reading order
+        cx = x0 + gap + i * (cell + gap)
         cy = y0 + title_h + gap
         crop = cv2.resize(dets.crops[i], (cell, cell), interpolation=cv2.INTER_NEAREST)
         img[cy:cy + cell, cx:cx + cell] = crop[..., None]

@@ -127,7 +127,6 @@ class Recognizer:
         self.params = count_parameters(self.model)
         self.preset = ckpt.get("preset", "?")
         self.threads = threads or default_threads()
-        self._head = InferenceHead(self.model).eval()
         self._pinned: torch.Tensor | None = None  # reused host buffer for GPU uploads
         if backend == "onnx":
             if device not in ("auto", "cpu"):
@@ -145,6 +144,7 @@ class Recognizer:
             self.device = resolve_device(device)
             self.amp_dtype = autocast_dtype(self.device, precision)
             self._session = None
+            self._head = InferenceHead(self.model).eval()
             self.model.to(self.device)
             if self.device.type == "cpu":
                 torch.set_num_threads(self.threads)

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Protocol
 import cv2
 import numpy as np
 
-from .errors import SourceError, UserError
+from .errors import SourceError, UserError, warn_stderr
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                         ".pnm", ".jp2", ".exr", ".hdr", ".pxm", ".sr", ".ras"})
@@ -164,7 +164,7 @@ class FolderSource:
             raise UserError(f"no images in folder {folder} (looked for {', '.join(sorted(IMAGE_EXTS)[:6])}, ...)")
         self.current_name = str(self.paths[0])
         self.fps: float | None = None
-        self._warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+        self._warn = warn or warn_stderr
         self._next = 0
         self._delivered = 0
 
@@ -279,7 +279,7 @@ class LiveCapture:
         self.fps = fps
         self.cfg = cfg or LiveConfig()
         self._open = open_capture
-        self._warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
+        self._warn = warn or warn_stderr
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
         self._seq = 0  # frames captured so far

@@ -33,7 +33,6 @@ class Track:
     probs: np.ndarray  # (10,) smoothed probabilities
     digit: int  # the label shown (changes with hysteresis)
     missed: int = 0  # consecutive frames without a matching detection
-    hits: int = 1  # frames with a matching detection
 
 
 def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_dist: float) -> list[tuple[int, int]]:
@@ -91,7 +90,6 @@ class Tracker:
             t.probs = (1.0 - cfg.alpha) * t.probs + cfg.alpha * cands.probs[j].astype(np.float64)
             t.box = cands.boxes[j].copy()
             t.missed = 0
-            t.hits += 1
             best = int(np.argmax(t.probs))
             if best != t.digit and t.probs[best] >= t.probs[t.digit] + cfg.switch_margin:
                 t.digit = best
