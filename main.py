@@ -15,23 +15,9 @@ import sys
 
 from backend.data import AUGMENTS, DATA_ENV
 from backend.device import DEVICES
-from backend.errors import UserError
+from backend.errors import UserError, positive_float, positive_int
 from backend.model import DEFAULT_PRESET, PRESETS
 from backend.train import TrainConfig
-
-
-def positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
-
-
-def positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
-    return v
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

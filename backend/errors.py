@@ -1,5 +1,6 @@
 """Errors a user can cause. Entry scripts print them as one line and exit with `code`."""
 
+import argparse
 import sys
 
 
@@ -23,3 +24,25 @@ def warn_stderr(msg: str) -> None:
 def first_line(e: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (its type's name when empty), cut to `limit`."""
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
+def positive_int(s: str) -> int:
+    """argparse type for main.py and camera_inferencer.py: an integer >= 1."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
+    return v
