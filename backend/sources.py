@@ -173,8 +173,7 @@ class FolderSource:
             path = self.paths[self._next]
             self._next += 1
             try:
-                img = read_image(path)
-                to_bgr8(img)  # refuse shapes the pipeline cannot take here, not mid-loop
+                img = to_bgr8(read_image(path))  # shapes the pipeline cannot take are refused here
             except (UserError, ValueError) as e:
                 self._warn(f"skipping {path}: {e}")
                 continue
