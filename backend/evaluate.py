@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from .checkpoint import load_model
 from .data import test_set
 from .device import resolve_device
-from .mnist import MNIST_MEAN, MNIST_STD
+from .mnist import denormalize
 from .model import count_parameters
 
 
@@ -97,8 +97,8 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
         preds.append(p.cpu().numpy())
         confs.append(c.cpu().numpy())
         labels.append(y.numpy())
-        images.append((x.cpu().numpy()[:, 0] * MNIST_STD + MNIST_MEAN))
-    pred, conf, true, imgs = (np.concatenate(a) for a in (preds, confs, labels, images))
+        images.append(denormalize(x[p != y.to(dev)].cpu().numpy()[:, 0]))  # only the misread ones are drawn
+    pred, conf, true, wrong_imgs = (np.concatenate(a) for a in (preds, confs, labels, images))
     cm = confusion(true, pred)
     wrong = np.flatnonzero(pred != true)
     metrics = {
@@ -118,7 +118,7 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_confusion(cm, out / "confusion_matrix.png")
-    plot_misclassified(imgs[wrong], true[wrong], pred[wrong], conf[wrong], out / "misclassified.png")
+    plot_misclassified(wrong_imgs, true[wrong], pred[wrong], conf[wrong], out / "misclassified.png")
     pictures = ["metrics.json", "confusion_matrix.png", "misclassified.png"]
     if report:
         from .report import write_pictures

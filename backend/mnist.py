@@ -50,3 +50,8 @@ def normalize(batch_u8: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32 normalised exactly as in training."""
     x = batch_u8.astype(np.float32) * (1.0 / 255.0)
     return ((x - MNIST_MEAN) / MNIST_STD)[:, None]
+
+
+def denormalize(x: np.ndarray) -> np.ndarray:
+    """normalize's inverse, back to grey levels in [0, 1] (any shape)."""
+    return x * MNIST_STD + MNIST_MEAN

@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import DEFAULT_CHECKPOINT, load_model
 from .errors import UserError
-from .mnist import MNIST_MEAN, MNIST_STD
+from .mnist import denormalize
 from .model import VisionTransformer, attention_rollout, last_layer_cls_attention
 
 
@@ -98,7 +98,7 @@ def plot_attention_gallery(model: VisionTransformer, images: torch.Tensor, label
 
     per_layer, rollout, probs = layer_maps(model, images)
     n, depth = per_layer.shape[:2]
-    pix = images[:, 0].numpy() * MNIST_STD + MNIST_MEAN  # back to [0, 1]
+    pix = denormalize(images[:, 0].numpy())
     cols = depth + 2
     fig, axes = plt.subplots(n, cols, figsize=(cols * 1.15, n * 1.2 + 0.5), squeeze=False)
 
