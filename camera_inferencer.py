@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend.device import DEVICES
-from backend.recognizer import BACKENDS
+from backend.model.device import DEVICES
+from backend.model.recognizer import BACKENDS
 from backend.errors import UserError, positive_float, positive_int
 
 
@@ -60,11 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.app import AppConfig, describe, run_app
-    from backend.overlay import OverlayConfig
-    from backend.pipeline import Pipeline
-    from backend.recognizer import Recognizer
-    from backend.sources import MAX_SIDE, DrawPad, open_source
+    from backend.live.app import AppConfig, describe, run_app
+    from backend.live.overlay import OverlayConfig
+    from backend.frame.pipeline import Pipeline
+    from backend.model.recognizer import Recognizer
+    from backend.live.sources import MAX_SIDE, DrawPad, open_source
 
     cfg = AppConfig(display=not args.no_display, max_frames=args.max_frames, record=args.record, jsonl=args.jsonl,
                     track=False if args.no_track else None, max_side=args.max_side or MAX_SIDE,
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from backend.app import Interrupted
+    from backend.live.app import Interrupted
 
     try:
         return run(args)

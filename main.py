@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend.data import AUGMENTS, DATA_ENV
-from backend.device import DEVICES
+from backend.training.data import AUGMENTS, DATA_ENV
+from backend.model.device import DEVICES
 from backend.errors import UserError, positive_float, positive_int
-from backend.model import DEFAULT_PRESET, PRESETS
-from backend.train import TrainConfig
+from backend.model.vit import DEFAULT_PRESET, PRESETS
+from backend.training.train import TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     if args.train:
-        from backend.train import train
+        from backend.training.train import train
 
         tc = TrainConfig(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, data_dir=args.data_dir,
@@ -82,25 +82,25 @@ def run(args: argparse.Namespace) -> int:
             return 130
         return 0
     if args.export_onnx:
-        from backend.onnx_backend import TOLERANCE, export_checkpoint
+        from backend.model.onnx_engine import TOLERANCE, export_checkpoint
 
         diffs = export_checkpoint(args.checkpoint, args.export_onnx, args.data_dir, n_check=args.limit or 512)
         print(f"wrote {args.export_onnx}; ONNX Runtime vs PyTorch on MNIST test digits: max |diff| "
               + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + f" (tolerance {TOLERANCE:.0e})")
         return 0
     if args.sweep:
-        from backend.sweep import sweep_from_file
+        from backend.training.sweep import sweep_from_file
 
         sweep_from_file(args.sweep, args.data_dir)
         return 0
     if args.eval:
-        from backend.evaluate import evaluate
+        from backend.training.evaluate import evaluate
 
         metrics = evaluate(args.checkpoint, args.data_dir, args.device, args.report_dir, args.limit,
                            report=args.report, metrics_log=args.metrics)
         print(f"test_accuracy={metrics['accuracy']:.4f}")
         return 0
-    from backend.report import write_report
+    from backend.training.report import write_report
 
     for path in write_report(args.checkpoint, args.report_dir, args.data_dir, args.metrics):
         print(f"wrote {path}")

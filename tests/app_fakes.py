@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from backend.checkpoint import save_atomic
-from backend.model import ViTConfig, VisionTransformer
+from backend.model.checkpoint import save_atomic
+from backend.model.vit import ViTConfig, VisionTransformer
 
 TINY = ViTConfig(stem_channels=0, patch_size=7, embed_dim=16, depth=1, num_heads=2, mlp_ratio=1.0, drop_path=0.0)
 

@@ -33,7 +33,7 @@ def ckpt(tmp_path_factory) -> Path:
 def pipeline(ckpt):
     """The real pipeline on the tiny model. A random model is rarely confident: accept
     everything so that readings flow through."""
-    from backend.pipeline import Pipeline, PipelineConfig
-    from backend.recognizer import Recognizer
+    from backend.frame.pipeline import Pipeline, PipelineConfig
+    from backend.model.recognizer import Recognizer
 
     return Pipeline(Recognizer(ckpt, "cpu"), PipelineConfig(min_confidence=0.0))

@@ -8,9 +8,9 @@ import pytest
 
 import camera_inferencer
 from app_fakes import ListSource, digit_frame, video_info, write_video
-from backend.app import AppConfig, run_app
+from backend.live.app import AppConfig, run_app
 from backend.errors import SourceError
-from backend.sources import DemoSource
+from backend.live.sources import DemoSource
 
 KEYS = {"frame", "source", "time_ms", "detections", "numbers"}
 

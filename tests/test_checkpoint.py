@@ -5,9 +5,9 @@ import sys
 import pytest
 import torch
 
-from backend.checkpoint import load_model, save_atomic
+from backend.model.checkpoint import load_model, save_atomic
 from backend.errors import UserError
-from backend.model import PRESETS, ViTConfig, VisionTransformer
+from backend.model.vit import PRESETS, ViTConfig, VisionTransformer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ViTConfig(stem_channels=4, embed_dim=16, depth=1, num_heads=2)

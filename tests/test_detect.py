@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from backend import synth
-from backend.detect import DetectConfig, components, detect, find_candidates, fit_line, to_gray
+from backend.frame import synth
+from backend.frame.detect import DetectConfig, components, detect, find_candidates, fit_line, to_gray
 
 PAPER = (235, 238, 240)
 

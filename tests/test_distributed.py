@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from backend.checkpoint import load_checkpoint, load_model
+from backend.model.checkpoint import load_checkpoint, load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,9 +15,9 @@ import pytest
 
 import camera_inferencer
 from app_fakes import FakeCapture, digit_frame, video_info, write_video
-from backend.app import AppConfig, run_app
+from backend.live.app import AppConfig, run_app
 from backend.errors import SourceError
-from backend.sources import DemoSource, LiveCapture, LiveConfig
+from backend.live.sources import DemoSource, LiveCapture, LiveConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

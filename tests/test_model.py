@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from backend.model import PRESETS, ViTConfig, VisionTransformer, attention_rollout, count_parameters, last_layer_cls_attention
+from backend.model.vit import PRESETS, ViTConfig, VisionTransformer, attention_rollout, count_parameters, last_layer_cls_attention
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -4,9 +4,9 @@ import sys
 import numpy as np
 import pytest
 
-from backend import recognizer as recognizer_mod
+from backend.model import recognizer as recognizer_mod
 from backend.errors import UserError
-from backend.recognizer import Recognizer
+from backend.model.recognizer import Recognizer
 
 FIELDS = ("probs", "confidence", "attn_rollout", "attn_last")
 
@@ -15,14 +15,14 @@ FIELDS = ("probs", "confidence", "attn_rollout", "attn_last")
 def onnx_mod():
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from backend import onnx_backend
+    from backend.model import onnx_engine as onnx_backend
 
     return onnx_backend
 
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
-    from backend.onnx_backend import mnist_test_batch
+    from backend.model.onnx_engine import mnist_test_batch
 
     return mnist_test_batch(str(mnist_dir), 64)
 
@@ -80,7 +80,7 @@ def test_unreadable_onnx_file_is_a_user_error(onnx_mod, tmp_path):
 
 def test_missing_onnxruntime_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
-    from backend.onnx_backend import require_onnxruntime
+    from backend.model.onnx_engine import require_onnxruntime
 
     with pytest.raises(UserError, match="pip install"):
         require_onnxruntime()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from app_fakes import digit_frame
-from backend.mnist import FIT_SIZE, IMG_SIZE
-from backend.overlay import HudInfo, OverlayConfig, draw_overlay, heatmap_tint
-from backend.pipeline import Detections
+from backend.frame.mnist import FIT_SIZE, IMG_SIZE
+from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay, heatmap_tint
+from backend.frame.detections import Detections
 
 BOX = [60, 80, 50, 70]
 

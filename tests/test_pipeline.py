@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import synth
-from backend.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
-from backend.reading import reading_order
-from backend.recognizer import Predictions
+from backend.frame import synth
+from backend.frame.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
+from backend.frame.reading import reading_order
+from backend.model.predictions import Predictions
 
 SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "digits_vit.pt"
 
@@ -42,7 +42,7 @@ def digits(mnist_dir):
 def shipped_pipeline():
     if not SHIPPED.is_file():
         pytest.skip("no shipped checkpoint in artifacts/")
-    from backend.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer
 
     return Pipeline(Recognizer(SHIPPED, device="cpu"))
 
@@ -109,7 +109,7 @@ def test_reading_accuracy_on_synthetic_scenes(digits, model, floor):
 
     60 scenes (~380 digits): with fewer, a handful of MNIST's own ambiguous digits swings the
     rate by several points."""
-    from backend.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer
 
     pipe = Pipeline(Recognizer(SHIPPED.parent / model, device="cpu"))
     truth = correct = 0

@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from backend import synth
-from backend.detect import find_candidates
-from backend.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
-from backend.preprocess import candidates_to_mnist, crops_to_mnist, percentile, stroke_width, to_batch
+from backend.frame import synth
+from backend.frame.detect import find_candidates
+from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
+from backend.frame.preprocess import candidates_to_mnist, crops_to_mnist, percentile, stroke_width, to_batch
 
 
 @pytest.fixture(scope="module")

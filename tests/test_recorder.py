@@ -8,7 +8,7 @@ import pytest
 
 from app_fakes import video_info
 from backend.errors import UserError
-from backend.recorder import JsonlWriter, VideoRecorder, letterbox, next_numbered_path
+from backend.live.recorder import JsonlWriter, VideoRecorder, letterbox, next_numbered_path
 
 
 def frames(n: int, size=(160, 120)):

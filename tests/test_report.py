@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.checkpoint import save_atomic
+from backend.model.checkpoint import save_atomic
 from backend.errors import UserError
-from backend.model import ViTConfig, VisionTransformer
-from backend.report import layer_maps, read_metrics, write_report
+from backend.model.vit import ViTConfig, VisionTransformer
+from backend.training.report import layer_maps, read_metrics, write_report
 
 TINY = ViTConfig(stem_channels=4, embed_dim=16, depth=3, num_heads=2)
 

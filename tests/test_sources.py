@@ -9,7 +9,7 @@ import pytest
 
 from app_fakes import FakeCapture, digit_frame, write_video
 from backend.errors import SourceError, UserError
-from backend.sources import (DemoSource, DrawPad, FolderSource, ImageSource, LiveCapture, LiveConfig,
+from backend.live.sources import (DemoSource, DrawPad, FolderSource, ImageSource, LiveCapture, LiveConfig,
                              VideoFileSource, open_camera, open_source, prepare_frame, to_bgr8)
 
 H, W = 24, 32

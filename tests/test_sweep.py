@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from backend.errors import UserError
-from backend.model import PRESETS
-from backend.sweep import SweepSpec, config_name, expand, pareto_front, run_sweep
+from backend.model.vit import PRESETS
+from backend.training.sweep import SweepSpec, config_name, expand, pareto_front, run_sweep
 
 
 def test_grid_expands_to_the_product_and_skips_invalid_models():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend import synth
+from backend.frame import synth
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.pipeline import Detections
-from backend.tracking import Tracker, TrackerConfig, box_iou, flicker_rate, match_boxes
+from backend.frame.detections import Detections
+from backend.live.tracking import Tracker, TrackerConfig, box_iou, flicker_rate, match_boxes
 
 
 def dets(boxes, probs) -> Detections:

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from backend.checkpoint import load_model
+from backend.model.checkpoint import load_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,7 +100,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, mnist_dir):
 def test_extra_digits_load_and_bad_files_are_refused(tmp_path):
     import numpy as np
 
-    from backend.data import ArrayDigits, train_transform
+    from backend.training.data import ArrayDigits, train_transform
     from backend.errors import UserError
 
     images = np.zeros((5, 28, 28), np.uint8)
@@ -116,9 +116,9 @@ def test_extra_digits_load_and_bad_files_are_refused(tmp_path):
 
 
 def test_light_augmentation_only_moves_the_digit_and_unknown_ones_are_refused():
-    from backend.data import train_transform
+    from backend.training.data import train_transform
     from backend.errors import UserError
-    from backend.mnist import MNIST_MEAN, MNIST_STD
+    from backend.frame.mnist import MNIST_MEAN, MNIST_STD
 
     img = torch.zeros(1, 28, 28, dtype=torch.uint8)
     img[0, 8:20, 12:16] = 255

@@ -4,7 +4,7 @@
 
 The spec (JSON) names a base preset, a grid over ViTConfig fields (patch size, width, depth,
 heads, MLP ratio, ...) and/or an explicit list of configurations, and the training budget that
-each one gets. Every configuration is trained with backend.train.train (so runs resume when the
+each one gets. Every configuration is trained with backend.training.train.train (so runs resume when the
 sweep is interrupted and started again), then scored on MNIST test digits and timed on the CPU.
 Results: a CSV table and a PNG of accuracy against parameters and against inference latency,
 with the Pareto front (no other configuration is both more accurate and smaller/faster) marked.
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .benchmark import timed_ms
-from .checkpoint import load_model
-from .data import test_set
-from .errors import UserError
-from .model import PRESETS, ViTConfig, VisionTransformer, count_parameters
-from .train import TrainConfig, evaluate_loader, train
+from backend.timing import timed_ms
+from backend.model.checkpoint import load_model
+from backend.training.data import test_set
+from backend.errors import UserError
+from backend.model.vit import PRESETS, ViTConfig, VisionTransformer, count_parameters
+from backend.training.train import TrainConfig, evaluate_loader, train
 
 GRID_FIELDS = {f.name for f in fields(ViTConfig)}
 TRAIN_FIELDS = {"epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing", "limit", "seed",

@@ -235,3 +235,23 @@ def _cls_to_grid(cls_row: torch.Tensor) -> torch.Tensor:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class InferenceHead(nn.Module):
+    """The model plus its post-processing, as one graph (what ONNX export traces).
+
+    (B, 1, 28, 28) normalised images -> logits (B, 10), probs (B, 10) float32,
+    attn (B, depth, heads, N+1, N+1), rollout (B, g, g) and attn_last (B, g, g) in [0, 1].
+    """
+
+    OUTPUTS = ("logits", "probs", "attn", "rollout", "attn_last")
+
+    def __init__(self, model: VisionTransformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, attn = self.model(x, return_attn=True)
+        with torch.autocast(x.device.type, enabled=False):  # post-processing in float32
+            logits, attn = logits.float(), attn.float()
+            return logits, logits.softmax(dim=1), attn, attention_rollout(attn), last_layer_cls_attention(attn)

@@ -19,8 +19,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .detect import DetectConfig, box_iou, find_candidates
-from .preprocess import PreprocessConfig, candidates_to_mnist
+from backend.frame.detect import DetectConfig, find_candidates
+from backend.frame.detections import box_iou
+from backend.frame.preprocess import PreprocessConfig, candidates_to_mnist
 
 # Colours are BGR.
 PAPERS = [(245, 245, 245), (232, 236, 240), (200, 225, 240), (215, 215, 210), (235, 225, 205),
@@ -66,8 +67,8 @@ class Scene:
 
 def load_mnist_digits(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """MNIST test (or, with train, training) images (N, 28, 28) uint8 and labels (N,) int64,
-    through torchvision's dataset (see backend.data.mnist: a local copy, else a download)."""
-    from .data import mnist
+    through torchvision's dataset (see backend.training.data.mnist: a local copy, else a download)."""
+    from backend.training.data import mnist
 
     ds = mnist(data_dir, train)
     return ds.data.numpy(), ds.targets.numpy().astype(np.int64)
@@ -329,15 +330,15 @@ class DemoScene:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m backend.synth --scenes 3000 --out crops.npz`: fine-tuning digits for
+    """`python -m backend.frame.synth --scenes 3000 --out crops.npz`: fine-tuning digits for
     `main.py --train --init CKPT --extra-data crops.npz`, cut from synthetic scenes of MNIST
     training digits by the run-time detection and preprocessing."""
     import argparse
     import sys
 
-    from .errors import UserError
+    from backend.errors import UserError
 
-    p = argparse.ArgumentParser(prog="python -m backend.synth", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m backend.frame.synth", description=main.__doc__)
     p.add_argument("--scenes", type=int, default=3000, help="scenes to render (about 6 digits each)")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--data-dir", default=None, help="MNIST root (default: $DIGITS_DATA_DIR)")

@@ -1,68 +1,24 @@
 """Batched recognition: (N, 1, 28, 28) crops -> digits, probabilities, attention maps.
 
 Two engines behind one interface: PyTorch (CPU, CUDA, Apple MPS) and ONNX Runtime (CPU, see
-backend.onnx_backend). Both run the same `InferenceHead` graph, so their outputs agree.
+backend.model.onnx_engine). Both run the same `InferenceHead` graph, so their outputs agree.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from .checkpoint import DEFAULT_CHECKPOINT, load_model
-from .device import resolve_device
-from .errors import UserError
-from .model import VisionTransformer, attention_rollout, count_parameters, last_layer_cls_attention
+from backend.model.checkpoint import DEFAULT_CHECKPOINT, load_model
+from backend.model.device import default_threads, resolve_device
+from backend.errors import UserError
+from backend.model.predictions import Predictions
+from backend.model.vit import InferenceHead, count_parameters
 
 BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
-
-@dataclass
-class Predictions:
-    """Model outputs for N crops (numpy arrays, first axis N)."""
-
-    digits: np.ndarray  # (N,) int64 argmax class
-    confidence: np.ndarray  # (N,) float32 probability of that class
-    probs: np.ndarray  # (N, 10) float32 softmax probabilities
-    attn_rollout: np.ndarray  # (N, g, g) float32 CLS attention rollout in [0, 1]
-    attn_last: np.ndarray  # (N, g, g) float32 last-layer CLS attention in [0, 1]
-
-    @classmethod
-    def empty(cls, grid: int) -> "Predictions":
-        z = np.zeros((0, grid, grid), np.float32)
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 10), np.float32), z, z.copy())
-
-    @classmethod
-    def from_outputs(cls, probs: np.ndarray, rollout: np.ndarray, last: np.ndarray) -> "Predictions":
-        """From the InferenceHead outputs (numpy, float32)."""
-        digits = probs.argmax(axis=1)
-        conf = np.take_along_axis(probs, digits[:, None], axis=1)[:, 0]
-        return cls(digits.astype(np.int64), conf, probs, rollout, last)
-
-
-class InferenceHead(nn.Module):
-    """The model plus its post-processing, as one graph (what ONNX export traces).
-
-    (B, 1, 28, 28) normalised images -> logits (B, 10), probs (B, 10) float32,
-    attn (B, depth, heads, N+1, N+1), rollout (B, g, g) and attn_last (B, g, g) in [0, 1].
-    """
-
-    OUTPUTS = ("logits", "probs", "attn", "rollout", "attn_last")
-
-    def __init__(self, model: VisionTransformer):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, attn = self.model(x, return_attn=True)
-        with torch.autocast(x.device.type, enabled=False):  # post-processing in float32
-            logits, attn = logits.float(), attn.float()
-            return logits, logits.softmax(dim=1), attn, attention_rollout(attn), last_layer_cls_attention(attn)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -84,21 +40,6 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
-
-
-def default_threads() -> int:
-    """Intra-op threads for inference: half the cores this process may use, 1 to 4.
-
-    The model shares the CPU with the camera reader, OpenCV detection and drawing. When those
-    pre-empt one of torch's OpenMP threads, the others wait at the next barrier: on a busy
-    2-core machine a 2-thread forward of one crop took 700 ms against 2.5 ms with one thread.
-    Batches of a few dozen 28x28 crops gain little from more threads anyway.
-    """
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        n = os.cpu_count() or 1
-    return max(1, min(4, n // 2))
 
 
 class Recognizer:
@@ -131,7 +72,7 @@ class Recognizer:
         if backend == "onnx":
             if device not in ("auto", "cpu"):
                 raise UserError(f"--backend onnx runs on the CPU; drop --device {device} or use --backend torch")
-            from .onnx_backend import OnnxSession
+            from backend.model.onnx_engine import OnnxSession
 
             self.device = torch.device("cpu")
             self.amp_dtype = None
@@ -165,7 +106,7 @@ class Recognizer:
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray) -> Predictions:
-        """batch: (N, 1, 28, 28) float32, normalised by backend.mnist.normalize."""
+        """batch: (N, 1, 28, 28) float32, normalised by backend.frame.mnist.normalize."""
         if len(batch) == 0:
             return Predictions.empty(self.grid)
         if self._session is not None:

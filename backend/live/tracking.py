@@ -12,8 +12,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .detect import box_iou
-from .pipeline import Detections
+from backend.frame.detections import Detections, box_iou
 
 
 @dataclass

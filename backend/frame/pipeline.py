@@ -6,33 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detect import DetectConfig, Polarity, find_candidates
-from .preprocess import PreprocessConfig, candidates_to_mnist, to_batch
-from .reading import Reading, reading_order
-from .recognizer import Recognizer
-
-
-@dataclass
-class Detections:
-    """The digits of one frame, as numpy arrays with first axis N (supervision style)."""
-
-    boxes: np.ndarray  # (N, 4) int32 x, y, w, h in pixels of the original frame
-    digits: np.ndarray  # (N,) int64
-    confidence: np.ndarray  # (N,) float32
-    probs: np.ndarray  # (N, 10) float32
-    attn: np.ndarray  # (N, g, g) float32 CLS attention rollout in [0, 1]
-    attn_last: np.ndarray  # (N, g, g) float32 last-layer CLS attention in [0, 1]
-    crops: np.ndarray  # (N, 28, 28) uint8 the model's input, white on black
-    track_ids: np.ndarray | None = None  # (N,) int64 once tracked
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def select(self, keep: np.ndarray) -> "Detections":
-        """The subset picked by a boolean mask or an index array."""
-        return Detections(*(None if v is None else v[keep] for v in
-                            (self.boxes, self.digits, self.confidence, self.probs, self.attn, self.attn_last,
-                             self.crops, self.track_ids)))
+from backend.frame.detections import Detections
+from backend.frame.detect import DetectConfig, Polarity, find_candidates
+from backend.frame.preprocess import PreprocessConfig, candidates_to_mnist, to_batch
+from backend.frame.reading import Reading, reading_order
+from backend.model.recognizer import Recognizer
 
 
 @dataclass

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError, first_line
-from .model import ViTConfig, VisionTransformer
+from backend.errors import UserError, first_line
+from backend.model.vit import ViTConfig, VisionTransformer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CHECKPOINT = ROOT / "artifacts" / "digits_vit.pt"
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .mnist import FIT_SIZE, IMG_SIZE
-from .pipeline import Detections
+from backend.frame.mnist import FIT_SIZE, IMG_SIZE
+from backend.frame.detections import Detections
 
 FONT = cv2.FONT_HERSHEY_DUPLEX
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import load_model
-from .data import test_set
-from .device import resolve_device
-from .mnist import denormalize
-from .model import count_parameters
+from backend.model.checkpoint import load_model
+from backend.training.data import test_set
+from backend.model.device import resolve_device
+from backend.frame.mnist import denormalize
+from backend.model.vit import count_parameters
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = 10) -> np.ndarray:
@@ -76,7 +76,7 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
              limit: int | None = None, report: bool = False, metrics_log: str | None = None) -> dict:
     """Evaluate a checkpoint on the MNIST test set and write the report folder; returns the metrics.
 
-    report: also draw training curves and the attention gallery (backend.report); metrics_log is
+    report: also draw training curves and the attention gallery (backend.training.report); metrics_log is
     the training log for the curves (default: metrics.jsonl beside the checkpoint).
     """
     model, ckpt = load_model(checkpoint)
@@ -121,7 +121,7 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
     plot_misclassified(wrong_imgs, true[wrong], pred[wrong], conf[wrong], out / "misclassified.png")
     pictures = ["metrics.json", "confusion_matrix.png", "misclassified.png"]
     if report:
-        from .report import write_pictures
+        from backend.training.report import write_pictures
 
         pictures += [p.name for p in write_pictures(model, ckpt, out, data_dir, metrics_log, checkpoint)]
     print(f"report written to {out}/ ({', '.join(pictures)})")

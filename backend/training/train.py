@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import build_model, load_checkpoint, save_atomic
-from .data import train_val_split
-from .device import resolve_device
-from .errors import UserError
-from .model import PRESETS, ViTConfig, VisionTransformer, count_parameters
+from backend.model.checkpoint import build_model, load_checkpoint, save_atomic
+from backend.training.data import train_val_split
+from backend.model.device import resolve_device
+from backend.errors import UserError
+from backend.model.vit import PRESETS, ViTConfig, VisionTransformer, count_parameters
 
 
 @dataclass
@@ -37,7 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
     label_smoothing: float = 0.05  # softens targets; keeps confidences honest
-    data_dir: str | None = None  # MNIST root (see backend.data.resolve_data_dir)
+    data_dir: str | None = None  # MNIST root (see backend.training.data.resolve_data_dir)
     device: str = "auto"  # auto|cpu|cuda|mps
     out: str = "runs/train"  # folder for last.pt, best.pt and metrics.jsonl
     resume: str | None = None  # checkpoint to continue from ("auto" = OUT/last.pt)
@@ -45,8 +45,8 @@ class TrainConfig:
     workers: int = 2  # DataLoader worker processes per rank
     limit: int | None = None  # train on this many images only (smoke tests)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh schedule)
-    extra_data: str | None = None  # .npz of extra 28x28 digits mixed into training (backend.data.ArrayDigits)
-    augment: str = "webcam"  # webcam | light (backend.data.train_transform)
+    extra_data: str | None = None  # .npz of extra 28x28 digits mixed into training (backend.training.data.ArrayDigits)
+    augment: str = "webcam"  # webcam | light (backend.training.data.train_transform)
     model_config: dict | None = None  # a ViTConfig as a dict, instead of the preset's (model search)
 
 

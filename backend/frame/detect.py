@@ -588,14 +588,3 @@ def detect(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> tuple[np.nd
     """Frame -> (boxes (N, 4) int32 x, y, w, h in frame pixels, threshold mask at work size)."""
     c = find_candidates(frame, cfg)
     return c.boxes, c.mask
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of x, y, w, h boxes a (N, 4) and b (M, 4)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix = np.minimum(a[:, None, 0] + a[:, None, 2], b[None, :, 0] + b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    iy = np.minimum(a[:, None, 1] + a[:, None, 3], b[None, :, 1] + b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return inter / np.maximum(union, 1e-9)

@@ -1,6 +1,6 @@
 """Speed benchmark: per-stage frame times, model latency per backend, headless video FPS, memory.
 
-  python -m backend.benchmark --realworld ../shared/realworld/frames640 ../shared/realworld/frames1280 \\
+  python -m backend.bench.benchmark --realworld ../shared/realworld/frames640 ../shared/realworld/frames1280 \\
       --json reports/benchmark.json
 
 Prints tables and writes everything to a JSON file. All figures are medians over repeated runs
@@ -33,13 +33,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import UserError
-from .overlay import HudInfo, OverlayConfig, draw_overlay
-from .pipeline import Pipeline
-from .recognizer import BACKENDS, Recognizer
-from .recorder import VideoRecorder
+from backend.errors import UserError
+from backend.timing import timed_ms
+from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
+from backend.frame.pipeline import Pipeline
+from backend.model.recognizer import BACKENDS, Recognizer
+from backend.live.recorder import VideoRecorder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BATCHES = (1, 4, 16, 64)
 SYNTH_SETS = ((640, 480, 1), (640, 480, 10), (640, 480, 30), (1280, 720, 1), (1280, 720, 10), (1280, 720, 30))
 STAGES = ("detect", "preprocess", "model", "draw")
@@ -66,8 +67,8 @@ def load_folder(folder: str | os.PathLike) -> FrameSet:
 
 
 def synthetic_sets(n_frames: int, data_dir: str | None, seed: int = 0) -> list[FrameSet]:
-    """Camera-like frames from backend.synth with exactly-requested digit counts where they fit."""
-    from .synth import SceneConfig, load_mnist_digits, scenes
+    """Camera-like frames from backend.frame.synth with exactly-requested digit counts where they fit."""
+    from backend.frame.synth import SceneConfig, load_mnist_digits, scenes
 
     digits = load_mnist_digits(data_dir)
     out = []
@@ -89,19 +90,6 @@ def _draw_fn():
         return draw_overlay(frame, res.detections, res.numbers, cfg, hud)
 
     return draw
-
-
-def timed_ms(fn, seconds: float, warmup: int = 3, min_runs: int = 10) -> list[float]:
-    """Milliseconds per call of fn(), after `warmup` calls, for `seconds` and at least `min_runs` calls."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end or len(ts) < min_runs:
-        t0 = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    return ts
 
 
 def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3) -> dict:
@@ -150,7 +138,7 @@ def write_video(path: Path, n_frames: int, data_dir: str | None, size=(640, 480)
 
     Returns the mean number of digits per frame.
     """
-    from .synth import SceneConfig, scenes
+    from backend.frame.synth import SceneConfig, scenes
 
     w, h = size
     cfg = SceneConfig(width=w, height=h, min_digits=3, max_digits=5, closeup_p=0.0)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, load_model
-from .errors import UserError
-from .mnist import denormalize
-from .model import VisionTransformer, attention_rollout, last_layer_cls_attention
+from backend.model.checkpoint import DEFAULT_CHECKPOINT, load_model
+from backend.errors import UserError
+from backend.frame.mnist import denormalize
+from backend.model.vit import VisionTransformer, attention_rollout, last_layer_cls_attention
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -129,7 +129,7 @@ def plot_attention_gallery(model: VisionTransformer, images: torch.Tensor, label
 
 def one_per_class(data_dir: str | None, n_per_class: int = 1, scan: int = 2000) -> tuple[torch.Tensor, np.ndarray]:
     """The first test digit(s) of each class 0-9: (10*k, 1, 28, 28) normalised images and labels."""
-    from .data import test_set
+    from backend.training.data import test_set
 
     ds = test_set(data_dir, scan)
     picked: dict[int, list] = {c: [] for c in range(10)}

@@ -14,17 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
 
-from .errors import SourceError, UserError, warn_stderr
+from backend.errors import SourceError, UserError, warn_stderr
+from backend.live.quiet import quiet_opencv
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                         ".pnm", ".jp2", ".exr", ".hdr", ".pxm", ".sr", ".ras"})
@@ -85,32 +85,6 @@ def prepare_frame(frame: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarr
         return bgr, 1.0
     s = max_side / max(h, w)
     return cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
-
-
-@contextlib.contextmanager
-def quiet_opencv(native: bool = False) -> Iterator[None]:
-    """Silence OpenCV's own log lines (camera probing prints several) for the enclosed block.
-
-    native: also mute what its libraries write straight to stderr (FFmpeg's "moov atom not
-    found" for a broken video), so the user sees our one line and nothing else.
-    """
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    saved = None
-    if native:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stderr.flush()
-            saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-        cv2.utils.logging.setLogLevel(level)
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -401,7 +375,7 @@ class DemoSource:
     def __init__(self, fps: float = 30.0, realtime: bool = False, seed: int = 0, scene=None,
                  width: int | None = None, height: int | None = None, data_dir: str | None = None):
         if scene is None:
-            from .synth import DemoScene
+            from backend.frame.synth import DemoScene
 
             scene = DemoScene(data_dir=data_dir, size=(width or 640, height or 480), seed=seed)
         self.scene = scene

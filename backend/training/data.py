@@ -12,8 +12,8 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from .errors import UserError
-from .mnist import MNIST_MEAN, MNIST_STD
+from backend.errors import UserError
+from backend.frame.mnist import MNIST_MEAN, MNIST_STD
 
 DATA_ENV = "DIGITS_DATA_DIR"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "digits-transformer"

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import UserError
-from .sources import quiet_opencv
+from backend.errors import UserError
+from backend.live.quiet import quiet_opencv
 
 FALLBACK_FPS = 30.0
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}

@@ -3,7 +3,7 @@
 Each crop is cut from the full-resolution frame (not the working copy detection ran on), its
 paper divided out by the background detection estimated, its ink level stretched so the stroke
 core is white like MNIST's, its neighbours' ink masked away, its stroke width brought to
-MNIST's, and then fitted and centred by backend.mnist, the geometry training shares.
+MNIST's, and then fitted and centred by backend.frame.mnist, the geometry training shares.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .detect import Candidates, DetectConfig, find_candidates
-from .mnist import FIT_SIZE, IMG_SIZE, MNIST_STROKE, fit_and_centre, normalize
+from backend.frame.detect import Candidates, DetectConfig, find_candidates
+from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Live-app figures: headless FPS on the demo and on a 640x480 video, flicker with and without smoothing.
 
-  python -m backend.bench_live --frames 300 [--hard] [--checkpoint CKPT] [--device cpu]
+  python -m backend.bench.bench_live --frames 300 [--hard] [--checkpoint CKPT] [--device cpu]
 
 Renders the demo scene (gently moving handwritten digits) into a 640x480 video, runs the whole
 headless loop on it and on the live demo source, then measures flicker: the fraction of
@@ -18,12 +18,12 @@ import time
 import cv2
 import numpy as np
 
-from .app import AppConfig, run_app
-from .pipeline import Pipeline
-from .recognizer import Recognizer
-from .recorder import VideoRecorder
-from .sources import DemoSource, VideoFileSource
-from .tracking import Tracker, TrackerConfig, flicker_rate
+from backend.live.app import AppConfig, run_app
+from backend.frame.pipeline import Pipeline
+from backend.model.recognizer import Recognizer
+from backend.live.recorder import VideoRecorder
+from backend.live.sources import DemoSource, VideoFileSource
+from backend.live.tracking import Tracker, TrackerConfig, flicker_rate
 
 
 def track_labels(results, cfg: TrackerConfig, min_len: int = 10) -> list[list[int]]:

@@ -18,13 +18,14 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from .errors import SourceError, UserError, warn_stderr
-from .overlay import HudInfo, OverlayConfig, draw_overlay
-from .pipeline import Detections, FrameResult, Pipeline, frame_record
-from .reading import Reading, reading_order
-from .recorder import JsonlWriter, VideoRecorder, next_numbered_path
-from .sources import MAX_SIDE, LiveCapture, prepare_frame
-from .tracking import Tracker, TrackerConfig
+from backend.errors import SourceError, UserError, warn_stderr
+from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
+from backend.frame.detections import Detections
+from backend.frame.pipeline import FrameResult, Pipeline, frame_record
+from backend.frame.reading import Reading, reading_order
+from backend.live.recorder import JsonlWriter, VideoRecorder, next_numbered_path
+from backend.live.sources import MAX_SIDE, LiveCapture, prepare_frame
+from backend.live.tracking import Tracker, TrackerConfig
 
 
 KEY_QUIT = (ord("q"), ord("Q"), 27)

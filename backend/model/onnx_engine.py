@@ -1,6 +1,6 @@
 """ONNX export of the recognizer and an ONNX Runtime (CPU) session with the Recognizer interface.
 
-The exported graph is backend.recognizer.InferenceHead: the model and its post-processing, so
+The exported graph is backend.model.recognizer.InferenceHead: the model and its post-processing, so
 the file alone gives everything the overlay draws. Input `images` (B, 1, 28, 28) float32,
 normalised as in training; outputs `logits` (B, 10), `probs` (B, 10), `attn`
 (B, depth, heads, N+1, N+1), `rollout` (B, g, g) and `attn_last` (B, g, g). B is dynamic.
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_model
-from .errors import UserError, first_line
-from .model import VisionTransformer
-from .recognizer import InferenceHead, Predictions, default_threads
+from backend.model.checkpoint import load_model
+from backend.errors import UserError, first_line
+from backend.model.device import default_threads
+from backend.model.predictions import Predictions
+from backend.model.vit import InferenceHead, VisionTransformer
 
 INSTALL_HINT = "pip install onnx onnxruntime  (both are listed in requirements.txt)"
 OPSET = 17
@@ -58,7 +59,7 @@ def export_model(model: VisionTransformer, out: str | os.PathLike | io.BytesIO) 
 class OnnxSession:
     """An ONNX Runtime CPU session over an exported InferenceHead graph.
 
-    `predict(batch)` has the same contract as backend.recognizer.Recognizer.predict.
+    `predict(batch)` has the same contract as backend.model.recognizer.Recognizer.predict.
     """
 
     FETCH = ["probs", "rollout", "attn_last"]  # what predict needs; the full attention stays inside
@@ -95,7 +96,7 @@ class OnnxSession:
         return self.session.run(outputs, {"images": x})
 
     def predict(self, batch: np.ndarray) -> Predictions:
-        """batch: (N, 1, 28, 28) float32, normalised by backend.mnist.normalize."""
+        """batch: (N, 1, 28, 28) float32, normalised by backend.frame.mnist.normalize."""
         if len(batch) == 0:
             return Predictions.empty(self.grid)
         return Predictions.from_outputs(*self.run(batch, self.FETCH))
@@ -120,7 +121,7 @@ def compare_with_torch(model: VisionTransformer, session: OnnxSession, images: n
 
 def mnist_test_batch(data_dir: str | None, n: int = 512) -> np.ndarray:
     """The first `n` MNIST test digits, normalised: (n, 1, 28, 28) float32."""
-    from .data import test_set
+    from backend.training.data import test_set
 
     ds = test_set(data_dir, n)
     return torch.stack([ds[i][0] for i in range(len(ds))]).numpy()

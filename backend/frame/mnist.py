@@ -1,6 +1,6 @@
 """The one source of truth for what an MNIST digit looks like.
 
-Training (backend.data) and inference (backend.preprocess) both import these constants and
+Training (backend.training.data) and inference (backend.frame.preprocess) both import these constants and
 functions, so the crops the model sees at run time cannot drift from what it was trained on.
 """
 from __future__ import annotations
