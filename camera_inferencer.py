@@ -22,8 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend.model.device import DEVICES
-from backend.model.recognizer import BACKENDS
+from backend.model.device import BACKENDS, DEVICES
 from backend.errors import UserError, positive_float, positive_int
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend.training.data import AUGMENTS, DATA_ENV
-from backend.model.device import DEVICES
 from backend.errors import UserError, positive_float, positive_int
-from backend.model.vit import DEFAULT_PRESET, PRESETS
-from backend.training.train import TrainConfig
+from backend.model.config import DEFAULT_PRESET, PRESETS
+from backend.model.device import DEVICES
+from backend.training.config import AUGMENTS, DATA_ENV, TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,17 +1,26 @@
-"""Choosing the torch device from --device auto|cpu|cuda|mps."""
+"""Choosing the torch device from --device auto|cpu|cuda|mps, and the inference engine's threads.
+
+torch is imported only when a device is resolved, so the command lines start (and --help
+answers) without it.
+"""
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from backend.errors import UserError
 
+if TYPE_CHECKING:
+    import torch
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
+BACKENDS = ("auto", "torch", "onnx")  # inference engines (backend.model.recognizer)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """auto picks CUDA, then Apple MPS, then CPU; asking for one that is absent is a UserError."""
+    import torch
+
     if name not in DEVICES:
         raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()

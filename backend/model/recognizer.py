@@ -12,12 +12,11 @@ import numpy as np
 import torch
 
 from backend.model.checkpoint import DEFAULT_CHECKPOINT, load_model
-from backend.model.device import default_threads, resolve_device
+from backend.model.device import BACKENDS, default_threads, resolve_device
 from backend.errors import UserError
 from backend.model.predictions import Predictions
 from backend.model.vit import InferenceHead, count_parameters
 
-BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 

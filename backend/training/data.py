@@ -14,11 +14,10 @@ from torchvision.transforms import v2
 
 from backend.errors import UserError
 from backend.frame.mnist import MNIST_MEAN, MNIST_STD
+from backend.training.config import AUGMENTS, DATA_ENV  # noqa: F401  (AUGMENTS: see train_transform)
 
-DATA_ENV = "DIGITS_DATA_DIR"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "digits-transformer"
 VAL_SIZE = 5000  # held out from the 60k training images for model selection
-AUGMENTS = ("webcam", "light")  # see train_transform
 
 
 def resolve_data_dir(data_dir: str | None) -> Path:
