@@ -76,13 +76,31 @@ class FakeCapture:
 
 
 class ListSource(FakeCapture):
-    """A FakeCapture with the attributes of a file source (name, fps, not live)."""
+    """A FakeCapture with the attributes of a source (name, fps; a video file unless `live`)."""
 
-    live = False
-
-    def __init__(self, frames, fail: str = "end", fps: float | None = 25.0, name: str = "list"):
-        super().__init__(frames, fail, fps=fps)
+    def __init__(self, frames, fail: str = "end", fps: float | None = 25.0, name: str = "list",
+                 live: bool = False, delay: float = 0.0):
+        super().__init__(frames, fail, delay=delay, fps=fps)
         self.name = self.current_name = name
+        self.live = live
+
+
+class FakeWindow:
+    """Stands in for the OpenCV window: keeps what it was shown and presses one scripted key per
+    image shown ("." for none), then q."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = list(keys)
+        self.shown: list[np.ndarray] = []
+        self.closed = False
+
+    def show(self, img: np.ndarray) -> int:
+        self.shown.append(img.copy())
+        key = self.keys.pop(0) if self.keys else "q"
+        return -1 if key == "." else ord(key)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 import camera_inferencer
-from app_fakes import ListSource, digit_frame, video_info, write_video
+from app_fakes import FakeWindow, ListSource, digit_frame, video_info, write_video
 from backend.live.app import AppConfig, run_app
 from backend.errors import SourceError
-from backend.live.sources import DemoSource
+from backend.live.overlay import OverlayConfig
+from backend.live.sources import DemoSource, FolderSource
 
 KEYS = {"frame", "source", "time_ms", "detections", "numbers"}
 
@@ -35,8 +38,9 @@ def test_headless_run_records_every_frame_and_one_record_per_frame(tmp_path, pip
     assert all(set(r) == KEYS and r["source"] == "clip.mp4" for r in recs)
     dets = [d for r in recs for d in r["detections"]]
     assert dets and all(len(d["box"]) == 4 and len(d["probs"]) == 10 and "track_id" in d for d in dets)
-    # A video's digits keep their track ids from frame to frame.
-    assert {d["track_id"] for d in recs[0]["detections"]} == {d["track_id"] for d in recs[-1]["detections"]}
+    # A video's digits show once confirmed (the third frame) and keep their track ids.
+    assert not recs[0]["detections"] and not recs[1]["detections"]
+    assert {d["track_id"] for d in recs[2]["detections"]} == {d["track_id"] for d in recs[-1]["detections"]}
 
 
 class StandInScene:
@@ -78,9 +82,9 @@ class ShapeSpy:
     def __init__(self, inner):
         self.inner, self.shapes = inner, []
 
-    def process(self, frame):
+    def process(self, frame, **kw):
         self.shapes.append(frame.shape)
-        return self.inner.process(frame)
+        return self.inner.process(frame, **kw)
 
 
 def test_enormous_frames_are_capped_and_boxes_map_back_to_the_original(tmp_path, pipeline):
@@ -143,6 +147,7 @@ def test_bad_inputs_give_one_line_and_exit_2(media, ckpt, args, message, capsys,
 @pytest.mark.parametrize("args", [
     ["--max-frames", "-1"], ["--max-frames", "0"], ["--width", "-640"], ["--height", "abc"], ["--fps", "0"],
     ["--fps", "nan"], ["--max-side", "0"], ["--device", "tpu"], ["--draw", "--no-display"], ["--bogus"],
+    ["--min-confidence", "1.5"], ["--min-confidence", "x"], ["--work-size", "0"], ["--max-digits", "-3"],
 ])
 def test_bad_flags_exit_2_with_argparse_message(args, capsys):
     with pytest.raises(SystemExit) as e:
@@ -164,3 +169,119 @@ def test_help_documents_every_key(capsys):
     text = capsys.readouterr().out
     for key in ("q / Esc", "space", " r ", " a ", " m ", " d ", " s ", " h ", " c "):
         assert key in text
+
+
+def test_reading_flags_reach_the_pipeline(media, ckpt, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("backend.live.app.run_app", lambda source, pipeline, cfg, **kw: seen.setdefault("p", pipeline))
+    monkeypatch.setattr("backend.live.app.describe", lambda summary: "")
+    cli(["--source", str(media / "shots"), "--no-display", "--min-confidence", "0.8", "--work-size", "960",
+         "--max-digits", "12"], ckpt)
+    cfg = seen["p"].cfg
+    assert (cfg.min_confidence, cfg.detect.work_size, cfg.detect.max_digits) == (0.8, 960, 12)
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["--source", "demo"], "--no-display"),
+    (["--draw"], "--source photo.jpg --no-display"),
+])
+def test_no_display_is_reported_before_the_model_loads(ckpt, args, hint, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+
+    def no_model(*a, **kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("backend.model.recognizer.Recognizer", no_model)
+    assert cli(args, ckpt) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and hint in err[0]
+    assert "--draw" not in args or "run with --no-display" not in err[0]  # --draw refuses --no-display
+
+
+def test_list_cameras_prints_what_opens_and_exits_0(monkeypatch, capsys):
+    import numpy as np
+
+    class FakeCapture:
+        def __init__(self, i):
+            self.i = i
+
+        def isOpened(self):
+            return self.i in (0, 2)
+
+        def read(self):
+            return (True, np.zeros((480, 640, 3), np.uint8)) if self.i == 0 else (False, None)
+
+        def release(self):
+            pass
+
+    import backend.live.sources as sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", FakeCapture)
+    assert sources.list_cameras(open_capture=FakeCapture) == [(0, 640, 480)]
+    assert camera_inferencer.main(["--list-cameras"]) == 0
+    assert capsys.readouterr().out.startswith("0: 640x480")
+
+
+# --- the windowed loop, driven by a fake window ----------------------------------------------------
+
+def test_window_keys_drive_the_loop(tmp_path, pipeline):
+    cfg = AppConfig(jsonl=str(tmp_path / "out.jsonl"), recordings_dir=str(tmp_path / "rec"),
+                    snapshots_dir=str(tmp_path / "snap"), overlay=OverlayConfig())
+    keys = [".", " ", ".", ".", " ", "a", "m", "d", "h", "r", ".", ".", "r", "s", "h", "q"]
+    window = FakeWindow(keys)
+    summary = run_app(ListSource(moving_frames(30)), pipeline, cfg, window=window)
+    assert summary.end == "quit" and window.closed and not window.keys
+    # Paused after the second frame for three images: 16 images shown, 13 of them new frames.
+    assert summary.frames == 13 and len(read_jsonl(tmp_path / "out.jsonl")) == 13
+    assert np.array_equal(window.shown[2][60:], window.shown[1][60:])  # the same frame (the HUD aside)
+    ov = cfg.overlay
+    assert (ov.attention, ov.inset, ov.debug, ov.help) == (False, False, True, False)
+    # d shows the threshold mask instead of the frame; h laid the help panel over it.
+    assert np.abs(window.shown[7].astype(int) - window.shown[6]).mean() > 20
+    assert not np.array_equal(window.shown[8], window.shown[9])
+    # r ... r recorded the three frames shown in between; s saved the frame on screen.
+    [(path, frames)] = summary.recorded
+    assert Path(path).parent == tmp_path / "rec" and frames == 3 and video_info(Path(path))[0] == 3
+    snap = cv2.imread(str(tmp_path / "snap" / "snap_001.png"))
+    assert snap is not None and snap.shape == (240, 320, 3)
+
+
+def test_a_folder_in_a_window_steps_through_its_images_at_their_own_sizes(tmp_path, pipeline):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    sizes = {"a.png": (320, 240), "b.png": (480, 200), "c.png": (200, 300)}
+    for name, size in sizes.items():
+        cv2.imwrite(str(folder / name), digit_frame("12", size=size))
+    window = FakeWindow([".", ".", "n", "p", "n", "n", "n", ".", "p", "q"])
+    cfg = AppConfig(jsonl=str(tmp_path / "out.jsonl"))
+    summary = run_app(FolderSource(folder), pipeline, cfg, window=window)
+    names = [Path(r["source"]).name for r in read_jsonl(tmp_path / "out.jsonl")]
+    assert names == ["a.png", "b.png", "a.png", "b.png", "c.png", "b.png"] and summary.end == "quit"
+    # Each image waits for a key; at the end the last one stays until q.
+    shown_sizes = [(img.shape[1], img.shape[0]) for img in window.shown]
+    assert shown_sizes[:3] == [sizes["a.png"]] * 3
+    assert shown_sizes[6:8] == [sizes["c.png"]] * 2 and shown_sizes[-1] == sizes["b.png"]
+
+
+def test_raw_recording_holds_the_frames_without_the_overlay(tmp_path, pipeline):
+    frames = moving_frames(6)
+    cfg = AppConfig(display=False, record=str(tmp_path / "shown.avi"), record_raw=str(tmp_path / "raw.avi"))
+    run_app(ListSource(frames), pipeline, cfg)
+
+    def first(path):
+        cap = cv2.VideoCapture(str(path))
+        ok, img = cap.read()
+        cap.release()
+        return img.astype(int)
+
+    assert video_info(tmp_path / "raw.avi")[:3] == (6, 320, 240)
+    # The top left corner, where the HUD goes: raw differs only by JPEG's loss.
+    raw, shown = (np.abs(first(tmp_path / name) - frames[0])[:30, :150].mean() for name in ("raw.avi", "shown.avi"))
+    assert raw < 5 and shown > 20
+
+
+def test_a_live_source_is_recorded_at_the_rate_it_ran_at(tmp_path, pipeline):
+    cfg = AppConfig(display=False, record=str(tmp_path / "out.avi"), max_frames=8)
+    run_app(ListSource(moving_frames(8), fps=30.0, live=True, delay=0.1), pipeline, cfg)
+    assert video_info(tmp_path / "out.avi")[3] <= 10  # one frame every 0.1 s at best, not the source's 30

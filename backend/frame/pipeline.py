@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -10,7 +11,14 @@ from backend.frame.detections import Detections
 from backend.frame.detect import DetectConfig, Polarity, find_candidates
 from backend.frame.preprocess import PreprocessConfig, candidates_to_mnist, to_batch
 from backend.frame.reading import Reading, reading_order
-from backend.model.recognizer import Recognizer
+from backend.model.predictions import Predictions
+
+if TYPE_CHECKING:  # the recognizer (and torch) are imported by whoever builds one
+    from backend.model.recognizer import Recognizer
+
+# Given a frame's candidate boxes (N, 4) and model inputs (N, 28, 28), which of them need not go
+# through the model again: (known (N,) bool, Predictions for the known ones, in their order).
+Reuse = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, Predictions]]
 
 
 @dataclass
@@ -22,6 +30,7 @@ class FrameResult:
     mask: np.ndarray | None = None  # the detector's threshold mask (debug view), at work size
     reading: Reading | None = None  # lines and numbers of the accepted digits (indices into detections)
     light_on_dark: bool = False  # the frame was read as light writing on a dark board
+    model_calls: int = 0  # crops that went through the model (the others were reused)
 
 
 @dataclass
@@ -39,29 +48,49 @@ class Pipeline:
         self.cfg = cfg or PipelineConfig()
         self.polarity: Polarity | None = None  # the last frame's ink polarity, reused while the scene holds
 
-    def process(self, frame: np.ndarray) -> FrameResult:
-        """frame: (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey uint8, any size."""
+    def process(self, frame: np.ndarray, reuse: Reuse | None = None) -> FrameResult:
+        """frame: (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey uint8, any size.
+
+        reuse: says which candidates already have predictions (a tracker's digits whose crop did
+        not change); only the others go through the model.
+        """
         t0 = time.perf_counter()
         cand = find_candidates(frame, self.cfg.detect, self.polarity)
         self.polarity = cand.polarity
         t1 = time.perf_counter()
         crops = candidates_to_mnist(cand, self.cfg.preprocess)
-        batch = to_batch(crops)
+        known, cached = reuse(cand.boxes, crops) if reuse is not None and len(crops) else (None, None)
+        batch = to_batch(crops if known is None else crops[~known])
         t2 = time.perf_counter()
         p = self.recognizer.predict(batch)
+        if known is not None and known.any():
+            p = _merge(p, cached, known)
         t3 = time.perf_counter()
         dets = Detections(cand.boxes, p.digits, p.confidence, p.probs, p.attn_rollout, p.attn_last, crops)
         ok = dets.confidence >= self.cfg.min_confidence
-        accepted = dets.select(ok)
-        reading = reading_order(accepted.boxes, accepted.digits)
-        accepted = accepted.select(reading.order)
-        # Indices of the reading now refer to the reordered detections.
-        reading = Reading(np.arange(len(accepted)), reading.line[reading.order], reading.number[reading.order],
-                          reading.numbers, reading.lines)
+        accepted, reading = read_in_order(dets.select(ok))
         timings = {"detect": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "model": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
         return FrameResult(accepted, dets.select(~ok), reading.numbers, timings, cand.mask, reading,
-                           cand.light_on_dark)
+                           cand.light_on_dark, len(batch))
+
+
+def _merge(new: Predictions, cached: Predictions, known: np.ndarray) -> Predictions:
+    """Predictions of the unknown crops and the cached ones of the known, back in candidate order."""
+    def put(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.empty((len(known), *b.shape[1:]), b.dtype)
+        out[~known], out[known] = a, b
+        return out
+
+    return Predictions(*(put(getattr(new, f.name), getattr(cached, f.name)) for f in fields(Predictions)))
+
+
+def read_in_order(dets: Detections) -> tuple[Detections, Reading]:
+    """Detections -> the same in reading order, and their Reading (indices into the reordered ones)."""
+    reading = reading_order(dets.boxes, dets.digits)
+    dets = dets.select(reading.order)
+    return dets, Reading(np.arange(len(dets)), reading.line[reading.order], reading.number[reading.order],
+                         reading.numbers, reading.lines)
 
 
 def frame_record(frame_index: int, source: str, result: FrameResult, time_ms: float) -> dict:

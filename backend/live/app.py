@@ -1,8 +1,11 @@
 """The live loop: source -> Pipeline -> tracking -> overlay -> window / recorder / JSONL.
 
-``run_app`` drives any source that reads like cv2.VideoCapture, with or without a window, and
+Three parts: `frame_stream` reads each frame, reads its digits, tracks them and puts the shown
+ones in reading order, once; sinks each own one output (a recording of the overlay or of the raw
+frames, the JSONL log); the window shows the overlay and its keys map to actions (`KEYS`).
+``run_app`` wires them, with or without a window (passed in, so a test can drive a fake one), and
 guarantees that whatever ends the run (q, the window closed, Ctrl+C, SIGTERM, end of input, a lost
-camera, an exception) the recording is finalised and the JSONL holds only complete lines.
+camera, an exception) the recordings are finalised and the JSONL holds only complete lines.
 """
 from __future__ import annotations
 
@@ -13,22 +16,19 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import cv2
 import numpy as np
 
-from backend.errors import SourceError, UserError, warn_stderr
+from backend.errors import OutputError, SourceError, UserError, warn_stderr
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
-from backend.frame.detections import Detections
-from backend.frame.pipeline import FrameResult, Pipeline, frame_record
-from backend.frame.reading import Reading, reading_order
-from backend.live.recorder import JsonlWriter, VideoRecorder, next_numbered_path
-from backend.live.sources import MAX_SIDE, LiveCapture, prepare_frame
+from backend.frame.pipeline import FrameResult, Pipeline, frame_record, read_in_order
+from backend.live.recorder import RECORD_EXT, JsonlWriter, VideoRecorder, next_numbered_path
+from backend.live.sources import MAX_SIDE, DrawPad, FolderSource, Source, prepare_frame
 from backend.live.tracking import Tracker, TrackerConfig
 
 
-KEY_QUIT = (ord("q"), ord("Q"), 27)
 STATUS_S = 2.5  # how long a status message stays on screen
 MAX_BAD_FRAMES = 30  # consecutive undecodable frames before a source counts as failed
 
@@ -46,6 +46,7 @@ class AppConfig:
     display: bool = True  # open a window (False: headless, for servers and tests)
     max_frames: int | None = None  # stop after this many frames
     record: str | None = None  # record the annotated video from the start into this file
+    record_raw: str | None = None  # record the frames as read, without the overlay, into this file
     jsonl: str | None = None  # one JSON record per frame into this file
     track: bool | None = None  # track and smooth readings; None: for live sources and videos only
     max_side: int = MAX_SIDE  # frames larger than this (longer side) are downscaled first
@@ -71,14 +72,34 @@ class RunSummary:
 def display_problem() -> str | None:
     """Why a window cannot open here, or None. Checked before OpenCV's Qt backend, which aborts
     the whole process (losing the recording) when it cannot reach a display."""
-    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM", "").startswith("offscreen"):
+    if not sys.platform.startswith("linux"):
         return None
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    if platform:
+        found = qt_platforms()
+        if found is not None and platform not in found:
+            return (f"QT_QPA_PLATFORM={platform} names a Qt platform that OpenCV's Qt lacks "
+                    f"(it has: {', '.join(sorted(found)) or 'none'})")
+        if platform != "xcb":  # offscreen, wayland, ...: no X display needed
+            return None
     disp = os.environ.get("DISPLAY", "")
     if not disp:
         return "no display to open a window on (DISPLAY is not set)"
     if not _x_display_reachable(disp):
         return f"cannot connect to display {disp}"
     return None
+
+
+def qt_platforms() -> set[str] | None:
+    """The Qt platform plugins of the Qt that OpenCV bundles (pip wheels), or None when they cannot
+    be listed (a system OpenCV, or a plugin path set by hand)."""
+    if os.environ.get("QT_PLUGIN_PATH"):
+        return None
+    # opencv-python points QT_QPA_PLATFORM_PLUGIN_PATH at its own plugins when it is imported.
+    base = os.environ.get("QT_QPA_PLATFORM_PLUGIN_PATH") or os.path.join(os.path.dirname(cv2.__file__), "qt", "plugins")
+    names = [n for d in (base, os.path.join(base, "platforms")) if os.path.isdir(d) for n in os.listdir(d)]
+    found = {n[4:].split(".")[0] for n in names if n.startswith("libq") and ".so" in n}
+    return found or None
 
 
 def _x_display_reachable(disp: str) -> bool:
@@ -104,8 +125,16 @@ def _x_display_reachable(disp: str) -> bool:
         return False
 
 
+class Display(Protocol):
+    """A window: shows an image, returns the key pressed (-1 for none; 27 when it was closed)."""
+
+    def show(self, img: np.ndarray) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class Window:
-    """The OpenCV window: frames in, keys and closing out."""
+    """The OpenCV window: frames in, keys and closing out. Each image is shown at its own size."""
 
     def __init__(self, name: str, on_mouse: Callable | None = None):
         problem = display_problem()
@@ -167,237 +196,340 @@ def signals_raise() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-# --- records --------------------------------------------------------------------------------
+# --- the frame stream ----------------------------------------------------------------------
 
-def make_record(frame_index: int, source: str, result: FrameResult, time_ms: float, scale: float = 1.0) -> dict:
-    """The JSONL object of one frame (the headless CLI's format), boxes in pixels of the original
-    frame (`scale` is what prepare_frame applied); a tracked result adds a "track_id" per detection."""
-    rec = frame_record(frame_index, source, result, time_ms)
-    ids = result.detections.track_ids
-    for i, det in enumerate(rec["detections"]):
-        if scale != 1.0:
-            det["box"] = [int(round(v / scale)) for v in det["box"]]
-        if ids is not None:
-            det["track_id"] = int(ids[i])
-    return rec
+@dataclass
+class Shown:
+    """One frame as the user sees it."""
 
+    index: int  # frame number in this run
+    name: str  # where it came from (a folder's image, a video file, "camera 0")
+    frame: np.ndarray  # (H, W, 3) BGR uint8 as read, after prepare_frame
+    scale: float  # what prepare_frame applied: boxes / scale are in pixels of the frame as read
+    result: FrameResult  # the digits shown (tracked and smoothed on videos) in reading order
 
-def in_reading_order(dets: Detections, reading: Reading | None = None) -> tuple[Detections, list[str], list[str]]:
-    """Detections -> the same in reading order, the numbers their labels spell, and those numbers
-    line by line (one string per line of writing). `reading` is the pipeline's own, when the
-    detections are the pipeline's, already in that order; tracked ones (smoothed labels) are
-    read again."""
-    if reading is None:
-        reading = reading_order(dets.boxes, dets.digits)
-        dets = dets.select(reading.order)
-    lines = [" ".join(reading.numbers[k] for k in line) for line in reading.lines]
-    return dets, reading.numbers, lines
+    @property
+    def lines(self) -> list[str]:
+        """The numbers read, one string per line of writing (numbers separated by spaces)."""
+        r = self.result.reading
+        return [" ".join(r.numbers[k] for k in line) for line in r.lines]
 
 
-# --- the loop -------------------------------------------------------------------------------
-
-class Outputs:
-    """The recorder (which the r key swaps) and the JSONL writer; `close()` finalises both."""
-
-    def __init__(self, cfg: AppConfig, fixed_fps: float | None, fallback_fps: float | None):
-        self.cfg = cfg
-        self.fixed_fps, self.fallback_fps = fixed_fps, fallback_fps
-        self.recorder: VideoRecorder | None = None
-        self.jsonl: JsonlWriter | None = None
-        self.recorded: list[tuple[str, int]] = []
-
-    def start_recording(self, path: str | os.PathLike | None = None) -> VideoRecorder:
-        path = path or next_numbered_path(self.cfg.recordings_dir, "rec", ".mp4")
-        self.recorder = VideoRecorder(path, fps=self.fixed_fps, fallback_fps=self.fallback_fps)
-        return self.recorder
-
-    def stop_recording(self) -> tuple[str, int] | None:
-        rec, self.recorder = self.recorder, None
-        if rec is None:
-            return None
-        rec.close()
-        self.recorded.append((str(rec.path), rec.frames_written))
-        return self.recorded[-1]
-
-    def close(self) -> None:
-        try:
-            self.stop_recording()
-        finally:
-            if self.jsonl is not None:
-                self.jsonl.close()
-
-
-def _read(source) -> tuple[bool, np.ndarray | None]:
+def _read(source: Source) -> tuple[bool, np.ndarray | None]:
     try:
         return source.read()
     except (SourceError, Interrupted, KeyboardInterrupt):
         raise
     except Exception as e:  # a capture backend that raised: the source is lost
-        name = getattr(source, "name", "source")
-        raise SourceError(f"{name} failed: {type(e).__name__}: {str(e).strip()[:120]}") from None
+        raise SourceError(f"{source.name} failed: {type(e).__name__}: {str(e).strip()[:120]}") from None
 
 
-def run_app(source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], None] | None = None,
-            device: str = "", model: str = "") -> RunSummary:
+def frame_stream(source: Source, pipeline: Pipeline, tracker: Tracker | None, max_side: int = MAX_SIDE,
+                 warn: Callable[[str], None] = warn_stderr) -> Iterator[Shown | None]:
+    """Frames of `source` -> what to show of each: read, process, track, put in reading order.
+
+    Yields None whenever the source has nothing more (a folder stepped back can go on). Raises
+    SourceError when the source fails or delivers nothing usable for MAX_BAD_FRAMES frames.
+    """
+    shape, bad, index = None, 0, 0
+    while True:
+        ok, raw = _read(source)
+        if not ok:
+            yield None
+            continue
+        try:
+            frame, scale = prepare_frame(raw, max_side)
+        except ValueError as e:
+            bad += 1
+            if bad == 1:
+                warn(f"unusable frame from {source.name} ({e}); skipping")
+            if bad >= MAX_BAD_FRAMES:
+                raise SourceError(f"{source.name} delivers no usable frames ({e})") from None
+            continue
+        bad = 0
+        if tracker is None:
+            result = pipeline.process(frame)
+        else:
+            if shape is not None and frame.shape != shape:  # a stream that changes size mid-run
+                warn(f"frame size changed from {shape[1]}x{shape[0]} to {frame.shape[1]}x{frame.shape[0]}")
+                tracker.reset()
+            result = pipeline.process(frame, reuse=tracker.reuse)
+            dets, reading = read_in_order(tracker.update(result.detections, result.rejected))
+            result = replace(result, detections=dets, numbers=reading.numbers, reading=reading)
+        shape = frame.shape
+        yield Shown(index, source.current_name, frame, scale, result)
+        index += 1
+
+
+# --- sinks: each owns one output ---------------------------------------------------------------
+
+def record(shown: Shown) -> dict:
+    """The JSONL object of a shown frame (`frame_record`'s format), boxes in pixels of the frame as
+    read; tracked digits add a "track_id"."""
+    result = shown.result
+    rec = frame_record(shown.index, shown.name, result, result.timings.get("total", 0.0))
+    ids = result.detections.track_ids
+    for i, det in enumerate(rec["detections"]):
+        if shown.scale != 1.0:
+            det["box"] = [int(round(v / shown.scale)) for v in det["box"]]
+        if ids is not None:
+            det["track_id"] = int(ids[i])
+    return rec
+
+
+class JsonlSink:
+    """One JSON record per frame."""
+
+    overlay = False  # needs no drawing
+
+    def __init__(self, path: str | os.PathLike):
+        self.writer = JsonlWriter(path)
+
+    def write(self, shown: Shown, image: np.ndarray | None) -> None:
+        self.writer.write(record(shown))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class VideoSink:
+    """A recording of the overlay, or (`raw`) of the frames as read, to run through the tool again.
+
+    fps: the rate to write at (a video file's own); None measures the real rate, so a recording of
+    a camera or the demo plays at the speed it happened whatever rate the loop ran at.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | None, fallback_fps: float | None, raw: bool = False,
+                 size: tuple[int, int] | None = None):
+        self.recorder = VideoRecorder(path, fps=fps, fallback_fps=fallback_fps, size=size)
+        self.overlay = not raw
+
+    def write(self, shown: Shown, image: np.ndarray | None) -> None:
+        self.recorder.write(image if self.overlay else shown.frame)
+
+    def close(self) -> tuple[str, int]:
+        self.recorder.close()
+        return str(self.recorder.path), self.recorder.frames_written
+
+
+# --- the loop and its keys -----------------------------------------------------------------
+
+class Loop:
+    """What the keys act on: the frame shown, the overlay's switches, pause, the sinks."""
+
+    def __init__(self, source: Source, cfg: AppConfig, hud: HudInfo, window: bool):
+        self.source, self.cfg, self.hud, self.window = source, cfg, hud, window
+        self.overlay = cfg.overlay
+        self.sinks: list[JsonlSink | VideoSink] = []
+        self.keyed: VideoSink | None = None  # the recording the r key started
+        self.recorded: list[tuple[str, int]] = []  # (file, frames) per finished recording
+        self.still = source.fps is None and not source.live  # images: a window waits on each
+        self.paused = self.held = self.ended = self.quit = False
+        self.last: Shown | None = None
+        self.status_until = 0.0
+        self._t_prev: float | None = None
+
+    def wants_frame(self) -> bool:
+        return not (self.paused or self.held or self.ended)
+
+    def set_status(self, text: str, seconds: float = STATUS_S) -> None:
+        self.hud.status = text
+        self.status_until = time.monotonic() + seconds
+
+    def draw(self, shown: Shown, hud: HudInfo | None = None) -> np.ndarray:
+        r = shown.result
+        return draw_overlay(shown.frame, r.detections, shown.lines, self.overlay, hud or self.hud, r.rejected, r.mask)
+
+    def deliver(self, shown: Shown) -> np.ndarray | None:
+        """A new frame to every sink and (returned, drawn only when someone shows it) to the window."""
+        now = time.perf_counter()
+        if self._t_prev is not None:
+            dt = max(now - self._t_prev, 1e-6)
+            self.hud.fps = 1.0 / dt if self.hud.fps == 0 else 0.9 * self.hud.fps + 0.1 / dt
+        self._t_prev = now
+        image = None
+        if self.window or any(s.overlay for s in self.sinks):
+            self.refresh_hud()
+            t_draw = time.perf_counter()
+            image = self.draw(shown)
+            self.hud.timings = {**shown.result.timings, "draw": (time.perf_counter() - t_draw) * 1e3}
+        for sink in self.sinks:
+            sink.write(shown, image)
+        self.last = shown
+        self.held = self.window and self.still
+        return image
+
+    def redraw(self) -> np.ndarray:
+        """Paused, held or ended: the last frame again, with the HUD as it is now."""
+        self._t_prev = None
+        self.refresh_hud()
+        return np.zeros((240, 320, 3), np.uint8) if self.last is None else self.draw(self.last)
+
+    def refresh_hud(self) -> None:
+        self.hud.recording = self.keyed.recorder.path.name if self.keyed is not None else None
+        self.hud.paused = self.paused
+        if time.monotonic() > self.status_until:
+            self.hud.status = ""
+
+    def start_recording(self, path: str | os.PathLike, raw: bool = False) -> VideoSink:
+        # A video file's frames are all read: write them at its rate. Live sources: the real rate.
+        fps = None if self.source.live else self.source.fps
+        # A folder's images differ in size: its video holds them all (FolderSource.frame_size).
+        sink = VideoSink(path, fps, self.source.fps, raw, getattr(self.source, "frame_size", None))
+        self.sinks.append(sink)
+        return sink
+
+    def close_sink(self, sink: JsonlSink | VideoSink) -> None:
+        self.sinks.remove(sink)
+        done = sink.close()
+        if done is not None:
+            self.recorded.append(done)
+
+    def close(self) -> None:
+        """Finalise every output; safe to call twice."""
+        errors = []
+        for sink in list(self.sinks):
+            try:
+                self.close_sink(sink)
+            except Exception as e:  # noqa: BLE001 (the others are still finalised)
+                errors.append(e)
+        self.keyed = None
+        if errors:
+            raise errors[0]
+
+    def end_of_input(self) -> None:
+        self.ended = True
+        self.set_status("end of input - q to quit" + (", p previous" if isinstance(self.source, FolderSource) else ""),
+                        float("inf"))
+
+    # Key actions.
+    def stop(self) -> None:
+        self.quit = True
+
+    def toggle_pause(self) -> None:
+        self.paused = not self.paused
+
+    def toggle_recording(self) -> None:
+        if self.keyed is None:
+            self.keyed = self.start_recording(next_numbered_path(self.cfg.recordings_dir, "rec", RECORD_EXT))
+            self.set_status(f"recording to {self.keyed.recorder.path}")
+        else:
+            sink, self.keyed = self.keyed, None
+            self.close_sink(sink)
+            path, n = self.recorded[-1]
+            self.set_status(f"saved {path} ({n} frames)")
+
+    def snapshot(self) -> None:
+        if self.last is None:
+            return
+        snap = next_numbered_path(self.cfg.snapshots_dir, "snap", ".png")
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(snap), self.draw(self.last, replace(self.hud, status="")))
+        self.set_status(f"saved {snap}")
+
+    def clear(self) -> None:
+        if isinstance(self.source, DrawPad):
+            self.source.clear()
+
+    def next_image(self) -> None:
+        self.held = False
+
+    def previous_image(self) -> None:
+        if isinstance(self.source, FolderSource):
+            self.source.step_back()
+            self.held = self.ended = False
+            self.hud.status = ""
+
+
+def _toggle(name: str) -> Callable[[Loop], None]:
+    def act(loop: Loop) -> None:
+        setattr(loop.overlay, name, not getattr(loop.overlay, name))
+    return act
+
+
+KEYS: dict[int, Callable[[Loop], None]] = {
+    **dict.fromkeys((ord("q"), ord("Q"), 27), Loop.stop),
+    ord(" "): Loop.toggle_pause,
+    ord("a"): _toggle("attention"),
+    ord("m"): _toggle("inset"),
+    ord("d"): _toggle("debug"),
+    ord("h"): _toggle("help"),
+    ord("r"): Loop.toggle_recording,
+    ord("s"): Loop.snapshot,
+    ord("c"): Loop.clear,
+    ord("n"): Loop.next_image,
+    ord("p"): Loop.previous_image,
+}
+
+
+def run_app(source: Source, pipeline: Pipeline, cfg: AppConfig, warn: Callable[[str], None] | None = None,
+            device: str = "", model: str = "", window: Display | None = None) -> RunSummary:
     """Run the loop until the source ends, max_frames, q/Esc or a signal; returns what was done.
 
-    Raises SourceError when a source fails mid-run (after finalising every output) and
-    Interrupted on a signal (likewise). The caller releases the source.
+    window: where to show the overlay; None opens an OpenCV window when `cfg.display`. Still
+    images wait in the window for n (next) or p (previous). Raises SourceError when a source fails
+    mid-run (after finalising every output) and Interrupted on a signal (likewise). The caller
+    releases the source.
     """
     warn = warn or warn_stderr
-    live = bool(getattr(source, "live", False))
-    track = cfg.track if cfg.track is not None else (live or getattr(source, "fps", None) is not None)
-    tracker = Tracker(cfg.tracker) if track else None
-    fixed_fps = None if isinstance(source, LiveCapture) else getattr(source, "fps", None)
-    outputs = Outputs(cfg, fixed_fps, getattr(source, "fps", None))
+    track = cfg.track if cfg.track is not None else (source.live or source.fps is not None)
     summary = RunSummary()
-    ov = cfg.overlay
-    hud = HudInfo(device=device, model=model)
-    window: Window | None = None
-    paused = finished = False
-    last: tuple | None = None  # (frame, dets, lines, result) of the frame shown
-    status_until = 0.0
-    shape = None
-    bad = 0
     t_start = time.perf_counter()
-    t_prev = None
-
-    def set_status(text: str) -> None:
-        nonlocal status_until
-        hud.status = text
-        status_until = time.monotonic() + STATUS_S
-
     with contextlib.ExitStack() as stack, signals_raise() as signalled:
-        stack.callback(outputs.close)
-        if cfg.display:
-            window = Window(cfg.window, getattr(source, "on_mouse", None))
+        if window is None and cfg.display:
+            window = Window(cfg.window, source.on_mouse if isinstance(source, DrawPad) else None)
+        if window is not None:
             stack.callback(window.close)
-        if cfg.jsonl:
-            outputs.jsonl = JsonlWriter(cfg.jsonl)
-        if cfg.record:
-            outputs.start_recording(cfg.record)
+        loop = Loop(source, cfg, HudInfo(device=device, model=model), window is not None)
+        stack.callback(loop.close)
+        stream = frame_stream(source, pipeline, Tracker(cfg.tracker) if track else None, cfg.max_side, warn)
         try:
-            while True:
+            if cfg.jsonl:
+                loop.sinks.append(JsonlSink(cfg.jsonl))
+            for path, raw in ((cfg.record, False), (cfg.record_raw, True)):
+                if path:
+                    loop.start_recording(path, raw)
+            while not loop.quit:
                 if signalled:
                     raise Interrupted(signalled[0])
                 if cfg.max_frames is not None and summary.frames >= cfg.max_frames:
                     summary.end = "max frames"
                     break
-                if window is not None:
-                    hud.recording = outputs.recorder.path.name if outputs.recorder is not None else None
-                    hud.paused = paused
-                    if time.monotonic() > status_until:
-                        hud.status = ""
-                shown = None  # this pass's overlay, drawn only when a window or a recording takes it
-                if not paused and not finished:
-                    ok, raw = _read(source)
-                    if not ok:
-                        if window is not None and cfg.hold_last and last is not None:
-                            finished = True
-                            set_status("end of input - q to quit")
-                            status_until = float("inf")
-                        else:
-                            summary.end = "end of input"
-                            break
-                    else:
-                        try:
-                            frame, scale = prepare_frame(raw, cfg.max_side)
-                        except ValueError as e:
-                            bad += 1
-                            if bad == 1:
-                                warn(f"unusable frame from {getattr(source, 'name', 'source')} ({e}); skipping")
-                            if bad >= MAX_BAD_FRAMES:
-                                raise SourceError(f"{getattr(source, 'name', 'source')} delivers no usable frames "
-                                                  f"({e})") from None
-                            continue
-                        bad = 0
-                        if tracker is not None and shape is not None and frame.shape != shape:
-                            # A stream that changes size mid-run (a folder of photos may well do so).
-                            warn(f"frame size changed from {shape[1]}x{shape[0]} to {frame.shape[1]}x{frame.shape[0]}")
-                            tracker.reset()
-                        shape = frame.shape
-                        result = pipeline.process(frame)
-                        if tracker is not None:
-                            dets, numbers, lines = in_reading_order(tracker.update(result.detections, result.rejected))
-                        else:
-                            dets, numbers, lines = in_reading_order(result.detections, result.reading)
-                        if window is not None or outputs.recorder is not None:
-                            t_draw = time.perf_counter()
-                            shown = draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask)
-                            hud.timings = {**result.timings, "draw": (time.perf_counter() - t_draw) * 1e3}
-                        if outputs.recorder is not None:
-                            outputs.recorder.write(shown)
-                        if outputs.jsonl is not None:
-                            name = getattr(source, "current_name", getattr(source, "name", ""))
-                            shown = FrameResult(dets, result.rejected, numbers, result.timings, None)
-                            outputs.jsonl.write(make_record(summary.frames, name, shown,
-                                                            result.timings["total"], scale))
+                image = None
+                if loop.wants_frame():
+                    shown = next(stream)
+                    if shown is not None:
+                        image = loop.deliver(shown)
                         summary.frames += 1
-                        last = (frame, dets, lines, result)
-                        now = time.perf_counter()
-                        if t_prev is not None:
-                            dt = max(now - t_prev, 1e-6)
-                            hud.fps = 1.0 / dt if hud.fps == 0 else 0.9 * hud.fps + 0.1 / dt
-                        t_prev = now
+                    elif window is not None and cfg.hold_last and loop.last is not None:
+                        loop.end_of_input()
+                    else:
+                        summary.end = "end of input"
+                        break
                 if window is None:
                     continue
-                if shown is None:  # paused, finished or waiting: the last frame again, with today's HUD
-                    if last is None:
-                        shown = np.zeros((240, 320, 3), np.uint8)
-                    else:
-                        frame, dets, lines, result = last
-                        shown = draw_overlay(frame, dets, lines, ov, hud, result.rejected, result.mask)
-                key = window.show(shown)
-                if paused or finished:
+                key = window.show(image if image is not None else loop.redraw())
+                if not loop.wants_frame():
                     time.sleep(0.01)
-                    t_prev = None
-                if key < 0:
-                    continue
-                if key in KEY_QUIT:
-                    summary.end = "quit"
-                    break
-                if key == ord(" "):
-                    paused = not paused
-                elif key == ord("a"):
-                    ov.attention = not ov.attention
-                elif key == ord("m"):
-                    ov.inset = not ov.inset
-                elif key == ord("d"):
-                    ov.debug = not ov.debug
-                elif key == ord("h"):
-                    ov.help = not ov.help
-                elif key == ord("c") and hasattr(source, "clear"):
-                    source.clear()
-                elif key == ord("r"):
-                    if outputs.recorder is None:
-                        rec = outputs.start_recording()
-                        set_status(f"recording to {rec.path}")
-                    else:
-                        path, n = outputs.stop_recording()
-                        set_status(f"saved {path} ({n} frames)")
-                elif key == ord("s") and last is not None:
-                    frame, dets, lines, result = last
-                    snap = next_numbered_path(cfg.snapshots_dir, "snap", ".png")
-                    snap.parent.mkdir(parents=True, exist_ok=True)
-                    img = draw_overlay(frame, dets, lines, ov, replace(hud, status=""),
-                                       result.rejected, result.mask)
-                    cv2.imwrite(str(snap), img)
-                    set_status(f"saved {snap}")
-        except SourceError as e:
-            summary.end = "source failed"
-            outputs.close()
-            saved = "; ".join(f"recording {p} finalised ({n} frames)" for p, n in outputs.recorded)
-            raise SourceError(f"{e}; {saved}" if saved else str(e)) from None
+                if key in KEYS:
+                    KEYS[key](loop)
+            else:
+                summary.end = "quit"
+        except (SourceError, OutputError) as e:  # a full disk (OutputError) ends the run the same way
+            summary.end = "source failed" if isinstance(e, SourceError) else "output failed"
+            loop.close()
+            saved = "; ".join(f"recording {p} finalised ({n} frames)" for p, n in loop.recorded)
+            raise type(e)(f"{e}; {saved}" if saved else str(e)) from None
         except (Interrupted, KeyboardInterrupt) as e:
             summary.end = type(e).__name__
             raise
         finally:
             summary.fps = summary.frames / max(time.perf_counter() - t_start, 1e-9)
-            outputs.close()
-            summary.recorded = outputs.recorded
-            summary.jsonl_records = outputs.jsonl.records if outputs.jsonl is not None else 0
+            jsonl = [s.writer.records for s in loop.sinks if isinstance(s, JsonlSink)]
+            loop.close()
+            summary.recorded = loop.recorded
+            summary.jsonl_records = sum(jsonl)
     return summary
-
 
 def describe(summary: RunSummary) -> str:
     """One line on what a run produced."""

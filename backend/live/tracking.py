@@ -1,18 +1,26 @@
-"""Stable readings over time: match digit boxes frame to frame and smooth their probabilities.
+"""Stable readings over time: match digit boxes frame to frame, confirm, smooth and hold them.
 
-A steady digit must not flicker between labels because one frame's crop came out a little
-different, yet a new digit (or a digit rewritten in place) must show within a few frames. Each
-track keeps an exponential moving average of its class probabilities; the label it shows changes
-only when another class leads the average by a small margin (hysteresis). Matching is greedy by
-box overlap (IoU), falling back to centre distance for small, fast-moving boxes.
+What a person sees must not flicker: a steady digit keeps its label although one frame's crop came
+out a little different (each track keeps an exponential moving average of its class probabilities,
+and the label it shows changes only when another class leads the average by a margin); a digit the
+detector misses for a few frames (a finger over it, motion blur) keeps its place; a speck or a
+split stroke seen for a frame or two never shows, because a track is shown only once it has been
+seen in `min_hits` frames. A new digit still shows within a few frames, and a digit rewritten in
+place within a few more.
+
+The tracker also says which digits need not go through the model again (`reuse`): a confident
+track whose crop has barely changed since it was last classified keeps that prediction, for at
+most `max_age` frames.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from backend.frame.detections import Detections, box_iou
+from backend.model.predictions import Predictions
 
 
 @dataclass
@@ -21,21 +29,43 @@ class TrackerConfig:
     switch_margin: float = 0.15  # another class must lead the shown one by this much to replace it
     min_iou: float = 0.25  # boxes overlapping at least this much are the same digit
     max_centre_dist: float = 0.6  # ...or centres closer than this fraction of the box diagonal
-    max_missed: int = 5  # frames a track survives without a detection (occlusion, motion blur)
-    min_confidence: float = 0.5  # smoothed confidence below this is not shown as a digit
+    min_hits: int = 3  # frames a track must be seen in before it is shown (1 = at once)
+    max_missed: int = 5  # frames a shown track keeps its place without a detection (occlusion, blur)
+    min_confidence: float = 0.5  # a rejected candidate continues a track only while it is this confident
+    reuse: bool = True  # skip the model for unchanged crops of confident tracks
+    max_age: int = 10  # ...but classify every track at least once in this many frames
+    max_crop_change: float = 0.06  # ...or when its crop differs by more (mean |diff|, 0..1)
+    reuse_confidence: float = 0.8  # ...or when its smoothed confidence is below this
 
 
 @dataclass
 class Track:
     track_id: int
-    box: np.ndarray  # (4,) x, y, w, h of the latest detection
+    det: Detections  # the latest detection (one row), shown in place while the track is missed
     probs: np.ndarray  # (10,) smoothed probabilities
     digit: int  # the label shown (changes with hysteresis)
-    missed: int = 0  # consecutive frames without a matching detection
+    hits: int = 1  # frames with a matching detection
+    missed: int = 0  # consecutive frames without one
+    classified: Predictions | None = None  # the model's last prediction for this track (one row)
+    classified_crop: np.ndarray | None = None  # (28, 28) uint8 the crop it was made on
+    age: int = 0  # frames since then
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.det.boxes[0]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs[self.digit])
 
 
 def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_dist: float) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching of previous boxes to current ones -> list of (prev_i, cur_j)."""
+    """One-to-one matching of previous boxes to current ones -> list of (prev_i, cur_j).
+
+    IoU decides; centre distance (as a fraction of the previous box's diagonal) only joins boxes
+    that barely overlap (small, fast-moving digits). The assignment maximises the total score
+    (Hungarian, `scipy.optimize.linear_sum_assignment`).
+    """
     if len(prev) == 0 or len(cur) == 0:
         return []
     iou = box_iou(prev, cur)
@@ -43,20 +73,18 @@ def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_di
     cc = cur[:, :2] + cur[:, 2:] / 2.0
     diag = np.hypot(prev[:, 2], prev[:, 3])[:, None]
     dist = np.linalg.norm(pc[:, None] - cc[None], axis=2) / np.maximum(diag, 1e-9)
-    # IoU decides; centre distance only breaks in where boxes barely overlap.
     score = np.where(iou >= min_iou, 1.0 + iou, np.where(dist <= max_centre_dist, 1.0 - dist, -1.0))
-    pairs = []
-    used_p, used_c = set(), set()
-    for flat in np.argsort(-score, axis=None):
-        i, j = divmod(int(flat), score.shape[1])
-        if score[i, j] < 0:
-            break
-        if i in used_p or j in used_c:
-            continue
-        used_p.add(i)
-        used_c.add(j)
-        pairs.append((i, j))
-    return pairs
+    rows, cols = linear_sum_assignment(np.where(score < 0, 1e3, -score))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if score[i, j] >= 0]
+
+
+def concat(parts: list[Detections]) -> Detections:
+    """Detections stacked in order (fields missing in any part are dropped)."""
+    def cat(name):
+        values = [getattr(d, name) for d in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    return Detections(**{f.name: cat(f.name) for f in fields(Detections)})
 
 
 @dataclass
@@ -70,64 +98,89 @@ class Tracker:
     def reset(self) -> None:
         self.tracks = []
 
+    def _match(self, boxes: np.ndarray) -> list[tuple[int, int]]:
+        prev = np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)
+        return match_boxes(prev, np.asarray(boxes, np.float64).reshape(-1, 4), self.cfg.min_iou,
+                           self.cfg.max_centre_dist)
+
+    def reuse(self, boxes: np.ndarray, crops: np.ndarray) -> tuple[np.ndarray, Predictions]:
+        """A frame's candidate boxes (N, 4) and model inputs (N, 28, 28) uint8 -> (known (N,) bool,
+        Predictions of the known ones, in order): the crops of confident tracks that changed by at
+        most `max_crop_change` since the track was last classified, at most `max_age` frames ago.
+        Pass as `Pipeline.process(frame, reuse=tracker.reuse)`."""
+        cfg = self.cfg
+        known = np.zeros(len(boxes), bool)
+        rows: list[Predictions] = []
+        if cfg.reuse:
+            for i, j in sorted(self._match(boxes), key=lambda p: p[1]):
+                t = self.tracks[i]
+                if t.classified is None or t.age + 1 >= cfg.max_age or t.confidence < cfg.reuse_confidence:
+                    continue
+                change = np.abs(crops[j].astype(np.int16) - t.classified_crop).mean() / 255.0
+                if change <= cfg.max_crop_change:
+                    known[j] = True
+                    rows.append(t.classified)
+        if not rows:
+            return known, Predictions.empty(1)
+        return known, Predictions(*(np.concatenate([getattr(r, f.name) for r in rows]) for f in fields(Predictions)))
+
     def update(self, accepted: Detections, rejected: Detections | None = None) -> Detections:
-        """This frame's detections -> the tracked, smoothed readings to show (with track_ids).
+        """This frame's detections -> the tracked, smoothed digits to show (with track_ids), not in
+        reading order: confirmed tracks, those missed for a few frames at their last place.
 
         `rejected` (low-confidence candidates) may continue an existing track, so a digit whose
         confidence dips for a frame keeps its smoothed label instead of vanishing; it never
-        starts a new track. The result keeps the order of `accepted`, then continued rejected ones.
+        starts a new track.
         """
         cfg = self.cfg
-        cands = accepted if rejected is None or len(rejected) == 0 else _concat(accepted, rejected)
-        n_acc = len(accepted)
-        prev = np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)
-        pairs = match_boxes(prev, cands.boxes.astype(np.float64), cfg.min_iou, cfg.max_centre_dist)
-        cur_track: dict[int, Track] = {}
-        matched_tracks = set()
-        for i, j in pairs:
-            t = self.tracks[i]
-            t.probs = (1.0 - cfg.alpha) * t.probs + cfg.alpha * cands.probs[j].astype(np.float64)
-            t.box = cands.boxes[j].copy()
-            t.missed = 0
-            best = int(np.argmax(t.probs))
-            if best != t.digit and t.probs[best] >= t.probs[t.digit] + cfg.switch_margin:
-                t.digit = best
-            cur_track[j] = t
-            matched_tracks.add(id(t))
-        for t in self.tracks:
-            if id(t) not in matched_tracks:
+        cands = accepted if rejected is None or len(rejected) == 0 else concat([accepted, rejected])
+        matched: dict[int, int] = {}  # track index -> candidate index
+        for i, j in self._match(cands.boxes):
+            if j < len(accepted) or self.tracks[i].confidence >= cfg.min_confidence:
+                matched[i] = j
+        taken = set(matched.values())
+        for i, t in enumerate(self.tracks):
+            j = matched.get(i)
+            if j is None:
                 t.missed += 1
-        self.tracks = [t for t in self.tracks if t.missed <= cfg.max_missed]
-        for j in range(n_acc):
-            if j not in cur_track:
-                probs = cands.probs[j].astype(np.float64)
-                t = Track(self.next_id, cands.boxes[j].copy(), probs, int(np.argmax(probs)))
+                continue
+            self._observe(t, cands.select(np.array([j])))
+        # A track not yet shown is dropped at its first miss: specks and split strokes never show.
+        self.tracks = [t for t in self.tracks if t.missed <= (cfg.max_missed if t.hits >= cfg.min_hits else 0)]
+        for j in range(len(accepted)):
+            if j not in taken:
+                det = accepted.select(np.array([j]))
+                probs = det.probs[0].astype(np.float64)
+                t = Track(self.next_id, det, probs, int(np.argmax(probs)))
+                t.classified, t.classified_crop = self._prediction(det), det.crops[0]
                 self.next_id += 1
                 self.tracks.append(t)
-                cur_track[j] = t
-        keep, ids, digits, conf, probs = [], [], [], [], []
-        for j in sorted(cur_track):
-            t = cur_track[j]
-            if t.probs[t.digit] < cfg.min_confidence and j >= n_acc:
-                continue
-            keep.append(j)
-            ids.append(t.track_id)
-            digits.append(t.digit)
-            conf.append(t.probs[t.digit])
-            probs.append(t.probs)
-        out = cands.select(np.array(keep, np.int64))
-        out.track_ids = np.array(ids, np.int64)
-        out.digits = np.array(digits, np.int64)
-        out.confidence = np.array(conf, np.float32)
-        out.probs = np.array(probs, np.float32).reshape(-1, 10)
+        shown = [t for t in self.tracks if t.hits >= cfg.min_hits]
+        if not shown:
+            return accepted.select(np.zeros(0, np.int64))
+        out = concat([t.det for t in shown])
+        out.track_ids = np.array([t.track_id for t in shown], np.int64)
+        out.digits = np.array([t.digit for t in shown], np.int64)
+        out.confidence = np.array([t.confidence for t in shown], np.float32)
+        out.probs = np.array([t.probs for t in shown], np.float32).reshape(-1, 10)
         return out
 
+    def _observe(self, t: Track, det: Detections) -> None:
+        cfg = self.cfg
+        new = det.probs[0].astype(np.float64)
+        t.probs = (1.0 - cfg.alpha) * t.probs + cfg.alpha * new
+        best = int(np.argmax(t.probs))
+        if best != t.digit and t.probs[best] >= t.probs[t.digit] + cfg.switch_margin:
+            t.digit = best
+        t.det, t.hits, t.missed = det, t.hits + 1, 0
+        if t.classified is not None and np.array_equal(t.classified.probs[0], det.probs[0]):
+            t.age += 1  # the prediction was reused
+        else:
+            t.classified, t.classified_crop, t.age = self._prediction(det), det.crops[0], 0
 
-def _concat(a: Detections, b: Detections) -> Detections:
-    def cat(x, y):
-        return None if x is None or y is None else np.concatenate([x, y])
-
-    return Detections(**{f.name: cat(getattr(a, f.name), getattr(b, f.name)) for f in fields(Detections)})
+    @staticmethod
+    def _prediction(det: Detections) -> Predictions:
+        return Predictions(det.digits[:1], det.confidence[:1], det.probs[:1], det.attn[:1], det.attn_last[:1])
 
 
 def flicker_rate(labels_per_object: list[list[int]]) -> float:
