@@ -12,16 +12,20 @@ seconds before the run gives up. Video files are read in order, every frame.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import queue
+import stat
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from backend.errors import SourceError, UserError, warn_stderr
 from backend.live.quiet import quiet_opencv
@@ -29,6 +33,12 @@ from backend.live.quiet import quiet_opencv
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
                         ".pnm", ".jp2", ".exr", ".hdr", ".pxm", ".sr", ".ras"})
 MAX_SIDE = 4096  # frames whose longer side exceeds this are downscaled, so time per frame stays bounded
+MAX_PIXELS = 100_000_000  # images larger than this are refused before decoding (decompression bombs)
+RECORD_SIDE = 1920  # a folder's recording fits every image into at most this longest side
+# EXIF orientation -> how to turn the stored pixels upright (numpy's rot90 turns anticlockwise).
+ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+          5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a.swapaxes(0, 1), 2),
+          8: lambda a: np.rot90(a, 1)}
 
 
 class Capture(Protocol):
@@ -37,6 +47,15 @@ class Capture(Protocol):
     def read(self) -> tuple[bool, np.ndarray | None]: ...
 
     def release(self) -> None: ...
+
+
+class Source(Capture, Protocol):
+    """What the live app reads from: a capture that says what it is."""
+
+    name: str  # for messages: "camera 0", a file or folder path, "demo"
+    current_name: str  # where the frame last read came from (a folder's image)
+    fps: float | None  # the source's own frame rate; None for still images
+    live: bool  # frames happen in real time (a camera, the demo): recordings measure their rate
 
 
 # --- normalising what a source delivers -------------------------------------------------------
@@ -89,17 +108,88 @@ def prepare_frame(frame: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarr
 
 # --- files ------------------------------------------------------------------------------------
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file as stored (any depth, any channels); UserError if it cannot be read."""
+def image_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation 1-8) from an encoded image's header, without decoding the
+    pixels; None for a format Pillow does not know (EXR, HDR, ...). ValueError for an image over
+    Pillow's own bomb limit (about 179 M pixels)."""
     try:
-        data = np.fromfile(str(path), np.uint8)  # also reads non-ASCII paths, unlike cv2.imread
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if im.format == "PNG":  # its getexif() would decode the pixels to find a late chunk
+                    exif = Image.Exif()
+                    if im.info.get("exif"):
+                        exif.load(im.info["exif"])
+                else:
+                    exif = im.getexif()
+                orientation = exif.get(0x0112, 1)
+    except Image.DecompressionBombError as e:
+        raise ValueError(str(e)) from None
+    except Exception:  # noqa: BLE001 (not an image Pillow can open: OpenCV may still decode it)
+        return None
+    return w, h, orientation if orientation in ORIENT else 1
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Encoded image bytes -> the pixels as stored (any depth, any channels), turned upright by
+    their EXIF orientation. UserError when the bytes are not an image, or when the header says it
+    has more than `max_pixels` pixels (checked before anything is decoded; formats Pillow cannot
+    read are checked after decoding, within OpenCV's own limit of 2^30 pixels)."""
+    try:
+        header = image_header(data)
+    except ValueError:  # beyond Pillow's own limit
+        raise UserError(f"{name} is too large (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    if header and header[0] * header[1] > max_pixels:
+        raise UserError(f"{name} is too large ({header[0]}x{header[1]}; the limit is {max_pixels:,} pixels)")
+    try:
         with quiet_opencv():
-            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except (OSError, cv2.error) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error as e:
+        raise UserError(f"cannot read {name}: {str(e).strip().splitlines()[-1][:120]}") from None
     if img is None or img.size == 0:
-        raise UserError(f"cannot read image {path} (empty, corrupt or not an image)")
+        raise UserError(f"cannot read {name} (empty, corrupt or not an image)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise UserError(f"{name} is too large ({img.shape[1]}x{img.shape[0]}; the limit is {max_pixels:,} pixels)")
+    if header and header[2] != 1:
+        img = np.ascontiguousarray(ORIENT[header[2]](img))
     return img
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file (see decode_image); UserError if it cannot be read."""
+    try:
+        with open(path, "rb") as fh:  # also reads non-ASCII paths, unlike cv2.imread
+            data = fh.read()
+    except OSError as e:
+        raise UserError(f"cannot read image {path}: {e.strerror or e}") from None
+    return decode_image(data, max_pixels, f"image {path}")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) of an image file as shown (EXIF orientation applied), from its header only;
+    None when the header cannot tell."""
+    try:
+        with open(path, "rb") as fh:
+            header = image_header(fh.read(1 << 20))  # headers sit in the first bytes
+    except (OSError, ValueError):
+        return None
+    if header is None:
+        return None
+    w, h, orientation = header
+    return (h, w) if orientation >= 5 else (w, h)
+
+
+def recording_size(sizes: list[tuple[int, int]], max_side: int = MAX_SIDE,
+                   limit: int = RECORD_SIDE) -> tuple[int, int] | None:
+    """The video size that holds every one of these frame sizes (after prepare_frame caps them at
+    `max_side`), shrunk to at most `limit` on its longer side; None for no sizes."""
+    fitted = [(w * s, h * s) for w, h in sizes for s in [min(1.0, max_side / max(w, h))]]
+    if not fitted:
+        return None
+    w, h = max(f[0] for f in fitted), max(f[1] for f in fitted)
+    s = min(1.0, limit / max(w, h))
+    return max(2, round(w * s / 2) * 2), max(2, round(h * s / 2) * 2)  # even sides suit every codec
 
 
 class ImageSource:
@@ -107,11 +197,11 @@ class ImageSource:
 
     live = False
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
         self.name = str(path)
         self.current_name = self.name
         self.fps: float | None = None
-        self._frame: np.ndarray | None = read_image(path)
+        self._frame: np.ndarray | None = read_image(path, max_pixels)
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         frame, self._frame = self._frame, None
@@ -124,13 +214,16 @@ class ImageSource:
 class FolderSource:
     """The images of a folder in sorted order; `current_name` is the path of the image last read.
 
-    An unreadable file among readable ones is skipped with a warning line, so one bad file does not
-    end a long batch; a folder with no readable image at all is a UserError.
+    An unreadable file among readable ones (or one over `max_pixels`) is skipped with a warning
+    line, so one bad file does not end a long batch; a folder with no readable image at all is a
+    UserError. `frame_size` is a video size that holds every image (from their headers), so a
+    recording of the folder does not take the first image's shape.
     """
 
     live = False
 
-    def __init__(self, folder: str | os.PathLike, warn: Callable[[str], None] | None = None):
+    def __init__(self, folder: str | os.PathLike, warn: Callable[[str], None] | None = None,
+                 max_pixels: int = MAX_PIXELS):
         folder = Path(folder)
         self.name = str(folder)
         self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
@@ -139,7 +232,11 @@ class FolderSource:
         self.current_name = str(self.paths[0])
         self.fps: float | None = None
         self._warn = warn or warn_stderr
+        self.max_pixels = max_pixels
+        sizes = [s for p in self.paths if (s := image_size(p)) and s[0] * s[1] <= max_pixels]
+        self.frame_size = recording_size(sizes)
         self._next = 0
+        self._current = 0  # index of the image last delivered
         self._delivered = 0
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -147,16 +244,21 @@ class FolderSource:
             path = self.paths[self._next]
             self._next += 1
             try:
-                img = to_bgr8(read_image(path))  # shapes the pipeline cannot take are refused here
+                img = to_bgr8(read_image(path, self.max_pixels))  # shapes the pipeline cannot take are refused here
             except (UserError, ValueError) as e:
                 self._warn(f"skipping {path}: {e}")
                 continue
             self.current_name = str(path)
             self._delivered += 1
+            self._current = self._next - 1
             return True, img
         if not self._delivered:
             raise UserError(f"no readable images in folder {self.name}")
         return False, None
+
+    def step_back(self) -> None:
+        """The next read delivers the image before the one last read (stepping through in a window)."""
+        self._next = max(self._current - 1, 0)
 
     def release(self) -> None:
         self._next = len(self.paths)
@@ -362,6 +464,24 @@ def open_camera(index: int, width: int | None = None, height: int | None = None,
                           f"or --source VIDEO/IMAGE)") from None
 
 
+def list_cameras(indices: range = range(10),
+                 open_capture: Callable[[int], Capture] | None = None) -> list[tuple[int, int, int]]:
+    """(index, width, height) of every camera among `indices` that opens and delivers a frame,
+    probed quietly (OpenCV logs a line for each index that is absent)."""
+    open_capture = open_capture or cv2.VideoCapture
+    found = []
+    for i in indices:
+        with quiet_opencv(native=True):
+            cap = open_capture(i)
+            try:
+                ok, frame = cap.read() if cap.isOpened() else (False, None)
+            finally:
+                cap.release()
+        if ok and frame is not None:
+            found.append((i, frame.shape[1], frame.shape[0]))
+    return found
+
+
 # --- synthetic sources ------------------------------------------------------------------------
 
 class DemoSource:
@@ -439,8 +559,11 @@ class DrawPad:
 # --- choosing a source from --source ----------------------------------------------------------
 
 def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
-                realtime: bool = False, live_cfg: LiveConfig | None = None, data_dir: str | None = None):
+                realtime: bool = False, live_cfg: LiveConfig | None = None, data_dir: str | None = None,
+                max_pixels: int = MAX_PIXELS):
     """--source value -> a source: a camera index, `demo`, an image, a folder of images or a video."""
+    if not spec.strip():
+        raise UserError("--source is empty (use a camera index, demo, an image, a folder or a video)")
     if spec.strip().isdigit():
         return open_camera(int(spec), width, height, fps, live_cfg)
     if spec == "demo":
@@ -449,9 +572,34 @@ def open_source(spec: str, width: int | None = None, height: int | None = None, 
     if not path.exists():
         raise UserError(f"no such file or folder: {spec} (use a camera index, demo, an image, a folder or a video)")
     if path.is_dir():
-        return FolderSource(path)
+        return FolderSource(path, max_pixels=max_pixels)
+    if stat.S_ISFIFO(path.stat().st_mode) or stat.S_ISSOCK(path.stat().st_mode):
+        # Opening one blocks inside OpenCV until a writer appears, where Ctrl+C cannot reach.
+        raise UserError(f"{spec} is a pipe or socket; give a video file, an image, a folder or a camera index")
     if not os.access(path, os.R_OK):
         raise UserError(f"cannot read {spec}: permission denied")
     if path.suffix.lower() in IMAGE_EXTS:
-        return ImageSource(path)
+        return ImageSource(path, max_pixels)
     return VideoFileSource(path)
+
+
+def refuse_overwrites(source: str, outputs: dict[str, str | None]) -> None:
+    """UserError when an output (flag -> path) would be written over the input (the file itself, or
+    an image of the input folder) or over another output. Call it before anything is opened."""
+    given = [(flag, Path(p)) for flag, p in outputs.items() if p]
+    src = Path(source) if source.strip() and source != "demo" and not source.strip().isdigit() else None
+    for i, (flag, out) in enumerate(given):
+        if src is not None and src.is_dir():
+            if out.exists() and out.resolve().parent == src.resolve() and out.suffix.lower() in IMAGE_EXTS:
+                raise UserError(f"{flag} {out} is one of the input images; writing it would destroy it")
+        elif src is not None and src.exists() and _same_file(out, src):
+            raise UserError(f"{flag} {out} is the input; writing it would destroy it (choose another name)")
+        for other, path in given[:i]:
+            if _same_file(out, path):
+                raise UserError(f"{other} and {flag} are the same file {out}; give each its own")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
