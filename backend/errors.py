@@ -46,3 +46,14 @@ def positive_float(s: str) -> float:
     if not 0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
     return v
+
+
+def probability(s: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {s!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {s}")
+    return v

@@ -33,7 +33,7 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("script", ["main.py", "camera_inferencer.py"])
 def test_help_imports_nothing_heavy(script):
-    """--help and flag checks answer before torch, torchvision or OpenCV are imported."""
+    """--help and flag checks answer before torch and torchvision are imported."""
     import subprocess
     import sys
     from pathlib import Path
@@ -41,7 +41,7 @@ def test_help_imports_nothing_heavy(script):
     code = (f"import runpy, sys; sys.argv = ['{script}', '--help']\n"
             f"try: runpy.run_path('{script}', run_name='__main__')\n"
             "except SystemExit: pass\n"
-            "print(sorted(m for m in ('torch', 'torchvision', 'cv2') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                          capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"

@@ -61,3 +61,30 @@ def test_pipeline_crops_are_labelled_mnist_crops(mnist_dir):
     for crop, label in pairs:
         assert crop.shape == (28, 28) and crop.dtype == np.uint8 and 0 <= label <= 9
         assert crop.max() >= 200 and crop[[0, -1]].max() < 64  # white digit, black margin
+
+
+def test_demo_runs_offline_without_mnist(tmp_path, monkeypatch):
+    """--source demo needs no MNIST on disk and no network: it uses the shipped digits, and the
+    shipped model reads the whole sheet from them."""
+    import socket
+
+    from backend.frame.pipeline import Pipeline
+    from backend.live.sources import open_source
+    from backend.model.recognizer import Recognizer
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the demo tried to use the network")
+
+    monkeypatch.setenv("DIGITS_DATA_DIR", str(tmp_path))  # empty: no MNIST here
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    images, labels = synth.demo_digits()
+    assert images.shape[1:] == (28, 28) and images.dtype == np.uint8
+    assert 100 <= len(labels) <= 1000 and set(labels.tolist()) == set(range(10))
+    source = open_source("demo")
+    ok, frame = source.read()
+    assert ok and frame.shape == (480, 640, 3)
+    result = Pipeline(Recognizer(None, "cpu")).process(frame)
+    assert "".join(result.numbers) == "".join(synth.DemoScene.TEXT).replace(" ", "")
+    assert not list(tmp_path.iterdir())  # nothing was downloaded

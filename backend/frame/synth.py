@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
 
+from backend.errors import UserError
 from backend.frame.detect import DetectConfig, find_candidates
 from backend.frame.detections import box_iou
 from backend.frame.preprocess import PreprocessConfig, candidates_to_mnist
@@ -72,6 +74,19 @@ def load_mnist_digits(data_dir: str | None = None, train: bool = False) -> tuple
 
     ds = mnist(data_dir, train)
     return ds.data.numpy(), ds.targets.numpy().astype(np.int64)
+
+
+DEMO_DIGITS = Path(__file__).resolve().parents[2] / "artifacts" / "demo_digits.npz"
+
+
+def demo_digits(path: str | Path = DEMO_DIGITS) -> tuple[np.ndarray, np.ndarray]:
+    """The few hundred MNIST test digits shipped for the demo scene, so it needs no download
+    (artifacts/DATA.md): images (N, 28, 28) uint8 white on black, labels (N,) int64."""
+    try:
+        with np.load(path) as z:
+            return z["images"], z["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"cannot read the demo digits {path}: {e}") from None
 
 
 def _ink_alpha(img28: np.ndarray, height: int, weight: float) -> np.ndarray:
@@ -285,8 +300,9 @@ class DemoScene:
         self.width, self.height = size
         self.rng = np.random.default_rng(seed)
         self.t = 0
-        images, labels = digits if digits is not None else load_mnist_digits(data_dir)
-        self.sheet = self._sheet(images, labels)
+        if digits is None:  # MNIST test digits from data_dir, else the shipped ones
+            digits = load_mnist_digits(data_dir) if data_dir else demo_digits()
+        self.sheet = self._sheet(*digits)
         yy, xx = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
         self.light = (1.0 - 0.25 * xx / self.width - 0.1 * yy / self.height)[..., None]
 
