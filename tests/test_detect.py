@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from backend.frame import synth
-from backend.frame.detect import DetectConfig, components, detect, find_candidates, fit_line, to_gray
+from backend.frame.detect import DetectConfig, components, find_candidates, to_gray
+from backend.frame.lines import fit_line
 
 PAPER = (235, 238, 240)
 
@@ -217,15 +218,9 @@ def test_max_digits_bounds_the_work(digits):
     img = sheet()
     for i in range(30):
         stamp(img, first(digits, i % 10), 30 + 60 * (i % 10), 40 + 140 * (i // 10), 50)
-    assert len(find_candidates(img).boxes) == 30
-    assert len(find_candidates(img, DetectConfig(max_digits=7)).boxes) == 7
-
-
-def test_detect_returns_boxes_and_mask(digits):
-    sc = next(synth.scenes(1, seed=4, digits=digits))
-    boxes, mask = detect(sc.image)
-    assert boxes.dtype == np.int32 and boxes.shape[1] == 4
-    assert mask.shape == to_gray(sc.image).shape and mask.dtype == np.uint8
+    assert len(find_candidates(img).boxes) == 30 and find_candidates(img).dropped == 0
+    c = find_candidates(img, DetectConfig(max_digits=7))
+    assert len(c.boxes) == 7 and c.dropped == 23  # the limit is reported, never silent
 
 
 @pytest.mark.parametrize("step", [7, 2])  # a few pieces; more pieces (76,800) than 16-bit labels can number

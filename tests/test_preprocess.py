@@ -8,7 +8,7 @@ import pytest
 from backend.frame import synth
 from backend.frame.detect import find_candidates
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
-from backend.frame.preprocess import candidates_to_mnist, crops_to_mnist, percentile, stroke_width, to_batch
+from backend.frame.preprocess import candidates_to_mnist, percentile, stroke_width, to_batch
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,6 @@ def test_crop_resembles_its_mnist_source(digits):
     d = digits[0][np.flatnonzero(digits[1] == 7)[0]]
     crop = candidates_to_mnist(find_candidates(scene_with(d, 160, 0.5)))[0]
     assert np.corrcoef(crop.ravel().astype(float), d.ravel().astype(float))[0, 1] > 0.8
-
-
-def test_crops_for_given_boxes(digits):
-    sc = next(synth.scenes(1, seed=3, digits=digits))
-    crops = crops_to_mnist(sc.image, sc.boxes)
-    assert crops.shape == (len(sc.boxes), IMG_SIZE, IMG_SIZE) and (crops.max(axis=(1, 2)) > 200).all()
 
 
 def test_to_batch_normalises_like_training():

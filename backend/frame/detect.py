@@ -14,18 +14,28 @@ fills half the frame, a ballpoint and a marker, go through the same code.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
+from backend.frame.lines import line_mask
+
 
 @dataclass
 class DetectConfig:
-    max_digits: int = 40  # at most this many candidates per frame (the largest are kept)
-    work_size: int = 640  # frames are analysed at this longest side; crops come from full size
-    min_height_frac: float = 0.02  # a digit is at least this fraction of the frame's longest side
-    min_height_px: int = 10  # ... and at least this many working pixels tall
+    max_digits: int = 2000  # a limit for hostile input (thousands of specks), far above any real
+    # page (250 digits fit a 1280-px frame); beyond it the largest are kept and the rest counted
+    max_pieces: int = 8000  # pieces of ink looked at per frame (a noise frame: the biggest)
+    work_size: int = 640  # frames are analysed with as many pixels as a 640x480 one; crops come
+    # from full size
+    min_work_side: int = 160  # smaller frames (a crop of one digit) are enlarged to this
+    closeup_kernel_frac: float = 0.3  # the background kernel tried when a frame shows at most two
+    # candidates: a close-up's strokes can be wider than bg_kernel_frac
+    closeup_frac: float = 0.4  # a candidate this tall or wide (fraction of the frame) that dwarfs
+    # every other is the picture itself: it may touch the frame's edges
+    min_height_frac: float = 0.012  # a digit is at least this fraction of the frame's longest side
+    min_height_px: int = 8  # ... and at least this many working pixels tall
     max_height_frac: float = 0.95  # and at most this fraction of the frame height
     bg_size: int = 160  # longest side of the low-resolution image the background is estimated on
     bg_kernel_frac: float = 1 / 10  # background closing kernel, as a fraction of that side:
@@ -69,6 +79,7 @@ class Candidates:
     mask: np.ndarray  # (h, w) uint8 threshold mask at working resolution (debug view)
     light_on_dark: bool  # chalk-on-board polarity was chosen
     polarity: Polarity | None = None  # the polarity decision, to pass to the video's next frame
+    dropped: int = 0  # candidates left out by DetectConfig.max_digits (hostile input only)
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -338,113 +349,41 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
             + split_touching(right, stroke, max_aspect, depth + 1))
 
 
-def fit_line(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
-    """Least-squares (a, b) of v = a * u + b: np.polyfit(u, v, 1) in closed form, without its
-    SVD, which costs more than the rest of the line search."""
-    u, v = u.astype(np.float64), v.astype(np.float64)
-    du = u - u.mean()
-    a = float(du @ (v - v.mean())) / max(float(du @ du), 1e-12)
-    return a, float(v.mean()) - a * float(u.mean())
+def work_scale(shape: tuple[int, int], cfg: DetectConfig) -> float:
+    """Working pixels per frame pixel for a frame of shape (H, W).
 
-
-def line_mask(mask: np.ndarray, stats: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
-    """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
-    stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel; None if there are none.
-    Only pieces at least that long are looked at, so frames without lines cost nothing."""
-    h, w = mask.shape
-    # Longer than a fraction of the frame, and far longer than the typical piece of ink, so a
-    # strip of one line of digits, or a close-up of a single tall 1, keeps its strokes.
-    st = stats[1:]
-    sized = st[(st[:, 3] >= cfg.min_height_px) & (st[:, 4] >= 10), 3]
-    typical = float(np.median(sized)) if len(sized) else 0.0
-    lh = max(3, int(cfg.line_frac_w * w), int(2.5 * typical))
-    lv = max(3, int(cfg.line_frac_h * h), int(2.5 * typical))
-    long_h = stats[1:, 2] >= lh
-    long_v = stats[1:, 3] >= lv
-    if not (long_h.any() or long_v.any()):
-        return None
-    # A probabilistic Hough transform finds them at the slant of a tilted sheet too.
-    # A thin rule in a shadow breaks into dashes: long gaps are bridged, and it needs only a
-    # third of its length in ink.
-    # It runs on the mask at half size, where it has a quarter of the pixels to vote with; the
-    # mask is grown by a pixel first, so a thin or slanted rule stays whole and thick enough for
-    # the transform to follow it. The lines are refitted at full size below.
-    half = cv2.dilate(mask, np.ones((3, 3), np.uint8))[::2, ::2]
-    segs = cv2.HoughLinesP(half, 1, np.pi / 180, threshold=int(0.15 * min(lh, lv)), minLineLength=min(lh, lv) // 2,
-                           maxLineGap=max(2, int(0.025 * max(h, w))))
-    if segs is None:
-        return None
-    flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-    for x0, y0, x1, y1 in np.minimum(2 * segs.reshape(-1, 4), [w - 1, h - 1, w - 1, h - 1]):
-        horizontal = abs(x1 - x0) >= abs(y1 - y0)
-        drawn = flat if horizontal else steep
-        if drawn[y0, x0] and drawn[y1, x1]:  # another piece of a line already drawn (a thick rule gives several)
-            continue
-        if np.hypot(x1 - x0, y1 - y0) >= (lh if horizontal else lv):
-            # Ruled lines run across the whole sheet: draw the line edge to edge, so the parts
-            # the transform missed (faint in a shadow, broken by a digit) go too.
-            # The segment's own slope is only roughly right (a digit on the line pulls it), so
-            # the line is refitted to the ink along it before it is extended.
-            # (Within the segment's box grown by the band's half-width, not over the whole mask.)
-            bx0, by0 = max(0, min(x0, x1) - 3), max(0, min(y0, y1) - 3)
-            bx1, by1 = max(x0, x1) + 4, max(y0, y1) + 4
-            seg = np.zeros_like(mask[by0:by1, bx0:bx1])
-            cv2.line(seg, (int(x0 - bx0), int(y0 - by0)), (int(x1 - bx0), int(y1 - by0)), 1, 5)
-            ys, xs = np.nonzero(seg & mask[by0:by1, bx0:bx1])
-            ys, xs = ys + by0, xs + bx0
-            if len(xs) < 2:
-                continue
-            u, v = (xs, ys) if horizontal else (ys, xs)  # v = a * u + b along the line
-            a, b = fit_line(u, v)
-            for _ in range(2):  # drop the digit strokes the band caught, refit to the line alone
-                near = np.abs(v - (a * u + b)) <= 1.5
-                if near.sum() < 2:
-                    break
-                a, b = fit_line(u[near], v[near])
-            # A drawn line is ink nearly all along; the tops of a row of digits, which the
-            # transform can also line up, are ink only here and there.
-            uu = np.arange(u.min(), u.max() + 1)
-            vv = np.rint(a * uu + b).astype(int)
-            lim = h if horizontal else w
-            on = np.zeros(len(uu), bool)
-            for dv in (-1, 0, 1):
-                vk = np.clip(vv + dv, 0, lim - 1)
-                on |= (mask[vk, uu] if horizontal else mask[uu, vk]) > 0
-            if on.mean() < 0.7:
-                continue
-            if horizontal:
-                p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
-            else:
-                p0, p1 = (b, 0), (a * (h - 1) + b, h - 1)
-            cv2.line(flat if horizontal else steep, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
-    if not (flat.any() or steep.any()):
-        return None
-    # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
-    # the digit stays whole and only the bare line goes.
-    k = 9
-    across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
-    across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
-    return (flat & mask & (1 - across_flat)) | (steep & mask & (1 - across_steep))
-
-
-def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
-                    polarity: Polarity | None = None) -> Candidates:
-    """Frame (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 -> digit candidates.
-
-    polarity: the previous frame's Candidates.polarity in a video (reused while the picture stays
-    nearly the same); None decides it from this frame alone.
+    The working image holds about as many pixels as a work_size x 3/4 work_size frame, whatever
+    the aspect ratio, so a long strip of digits keeps them as tall as a photo does; frames much
+    smaller than that are enlarged until their longer side is min_work_side, so a crop of one
+    digit has room for the background estimate and the shape tests.
     """
-    gray = to_gray(np.asarray(frame))
-    if gray.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 frame, got {gray.dtype}")
-    H, W = gray.shape
-    s = min(1.0, cfg.work_size / max(H, W))
-    work = cv2.resize(gray, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA) if s < 1 \
-        else gray
-    polarity = decide_polarity(work, cfg, polarity)
-    light = polarity.light_on_dark
-    if light:
-        gray, work = 255 - gray, 255 - work
+    H, W = shape
+    s = min(1.0, cfg.work_size * np.sqrt(0.75 / max(H * W, 1)))
+    return max(s, min(cfg.min_work_side / max(H, W), 8.0))
+
+
+def _resize(img: np.ndarray, s: float) -> np.ndarray:
+    if s == 1.0:
+        return img
+    H, W = img.shape
+    return cv2.resize(img, (max(1, round(W * s)), max(1, round(H * s))),
+                      interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+
+
+@dataclass
+class InkMasks:
+    """The thresholded ink of a working grey frame (dark ink), all (h, w) at working resolution."""
+
+    background: np.ndarray  # uint8 paper brightness under the ink
+    ink: np.ndarray  # uint8 relative darkness, 0 paper .. 255 black
+    mask: np.ndarray  # uint8 {0, 1} ink, ruled lines taken out
+    strong: np.ndarray  # uint8 {0, 1} ink well above the noise (each digit reaches it somewhere)
+    lines: np.ndarray | None  # uint8 {0, 1} the ruled lines taken out, or None
+
+
+def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
+    """Working grey frame (dark ink) -> ink masks: the paper divided out, then a hysteresis
+    threshold against the paper's own noise, in relative and in absolute grey levels."""
     bg = estimate_background(work, cfg)
     below = cv2.subtract(bg, work)  # grey levels under the background
     ink = ink_image(work, bg, below)
@@ -452,110 +391,214 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig = DetectConfig(),
     # Relative darkness divides by the background, so in a shadow sensor noise grows with it:
     # ink must also stand out from the noise in absolute grey levels.
     m, sigma = paper_noise(work, bg)
-    mask = cv2.bitwise_and(cv2.threshold(ink, low, 1, cv2.THRESH_BINARY)[1],
-                           cv2.threshold(below, -m + cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
-    h, w = work.shape
 
-    n, labels, stats = components(mask)
-    lines = line_mask(mask, stats, cfg)
+    def above(rel: float, noise_k: float) -> np.ndarray:
+        return cv2.bitwise_and(cv2.threshold(ink, rel, 1, cv2.THRESH_BINARY)[1],
+                               cv2.threshold(below, -m + noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
+
+    mask = above(low, cfg.noise_k)
+    lines = line_mask(mask, components(mask)[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px)
     if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
         mask = cv2.subtract(mask, lines)
-        n, labels, stats = components(mask)
-    hi = cv2.bitwise_and(cv2.threshold(ink, high, 1, cv2.THRESH_BINARY)[1],
-                         cv2.threshold(below, -m + 1.6 * cfg.noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
-    strong = np.bincount(labels[hi.view(bool)], minlength=n) > 0
+    return InkMasks(bg, ink, mask, above(high, 1.6 * cfg.noise_k), lines)
+
+
+@dataclass
+class Pieces:
+    """Connected pieces of ink that may be (parts of) digits."""
+
+    labels: np.ndarray  # (h, w) label image of the ink mask
+    count: int  # labels in it, the background's included
+    ids: np.ndarray  # (n,) labels of the pieces kept
+    stats: np.ndarray  # (n, 5) x, y, w, h, area of each kept piece (working pixels)
+    perim: np.ndarray  # (n,) boundary length of each kept piece
+
+
+def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
+    """The pieces of the ink mask that reach strong ink and are not specks."""
+    mask = ink.mask
+    n, labels, stats = components(mask)
+    strong = np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
     edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
-    area = stats[:, 4].astype(np.float32)
     perim = np.bincount(labels[edge.view(bool)], minlength=n).astype(np.float32)
-    min_h = max(cfg.min_height_px, cfg.min_height_frac * max(h, w))
+    area = stats[:, 4]
     keep = strong & (area >= 3) & ((stats[:, 3] >= 0.15 * min_h) | (stats[:, 2] >= 0.15 * min_h))
     keep[0] = False
     ids = np.flatnonzero(keep)
-    if len(ids) > 400:  # a noise frame: keep the biggest pieces, bounded work
-        ids = ids[np.argsort(-area[ids])[:400]]
-    mask255 = mask * 255
+    if len(ids) > cfg.max_pieces:  # a frame of noise: the biggest pieces, bounded work
+        ids = ids[np.argsort(-area[ids], kind="stable")[:cfg.max_pieces]]
+        ids.sort()
+    return Pieces(labels, n, ids, stats[ids], perim[ids])
 
-    def found(full: np.ndarray, masks: list[np.ndarray], work_boxes: np.ndarray) -> Candidates:
-        return Candidates(full, masks, work_boxes, s, gray, bg, ink, mask255, light, polarity)
 
-    if len(ids) == 0:
-        return found(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32))
-    st = stats[ids]
+def digit_shapes(p: Pieces, min_h: float, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Pieces grouped into digits, wide groups split at thin waists:
+    (boxes (N, 4) int32 working pixels, N uint8 masks over the boxes, (N,) float32 stroke widths)."""
+    st = p.stats
     big = st[:, 3] >= min_h
     ref_h = float(np.median(st[big, 3])) if big.any() else min_h
-    groups = group_pieces(st, ref_h)
-
-    # One record per group: box, area, boundary length.
-    gids, groups = np.unique(groups, return_inverse=True)
+    gids, groups = np.unique(group_pieces(st, ref_h), return_inverse=True)
     ng = len(gids)
     top_left = np.full((ng, 2), np.iinfo(np.int32).max, np.int32)
     bottom_right = np.zeros((ng, 2), np.int32)
     np.minimum.at(top_left, groups, st[:, :2])
     np.maximum.at(bottom_right, groups, st[:, :2] + st[:, 2:4])
     boxes = np.concatenate([top_left, bottom_right - top_left], 1)
-    g_area = np.bincount(groups, area[ids], ng).astype(np.float32)
-    g_perim = np.bincount(groups, perim[ids], ng).astype(np.float32)
-    stroke = 2 * g_area / np.maximum(g_perim, 1)
-    group_of = np.full(n, -1, np.int32)  # label -> group, -1 for pieces left out
-    group_of[ids] = groups
+    g_area = np.bincount(groups, st[:, 4].astype(np.float32), ng)
+    stroke = (2 * g_area / np.maximum(np.bincount(groups, p.perim, ng), 1)).astype(np.float32)
+    group_of = np.full(p.count, -1, np.int32)  # label -> group, -1 for pieces left out
+    group_of[p.ids] = groups
 
-    # Split wide groups at thin waists, then test every part's shape.
     out_boxes, out_masks, out_stroke = [], [], []
     for g, ((x, y, bw, bh), sw) in enumerate(zip(boxes, stroke)):
         if bh < min_h:  # nor is any part of it tall enough for a digit (see plausible)
             continue
-        m = group_of[labels[y:y + bh, x:x + bw]] == g
+        m = group_of[p.labels[y:y + bh, x:x + bw]] == g
         parts = split_touching(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [m]
         for part in parts:
             rr = np.flatnonzero(part.any(1))
             cc = np.flatnonzero(part.any(0))
             if len(rr) == 0:
                 continue
-            part = part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1]
-            out_boxes.append((x + cc[0], y + rr[0], part.shape[1], part.shape[0]))
-            out_masks.append(part.astype(np.uint8) * 255)
+            out_boxes.append((x + cc[0], y + rr[0], cc[-1] - cc[0] + 1, rr[-1] - rr[0] + 1))
+            out_masks.append(part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.uint8) * 255)
             out_stroke.append(sw)
-    if not out_boxes:
-        return found(np.zeros((0, 4), np.int32), [], np.zeros((0, 4), np.int32))
-    bx = np.array(out_boxes, np.int32)
-    sw = np.array(out_stroke, np.float32)
-    keep = plausible(bx, out_masks, sw, (h, w), min_h, cfg)
+    return np.array(out_boxes, np.int32).reshape(-1, 4), out_masks, np.array(out_stroke, np.float32)
+
+
+def _candidates_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
+    """Working grey frame (dark ink) -> its ink masks, and the boxes (N, 4) and masks of the
+    candidates that have a digit's shape and stand out from their surroundings."""
+    ink = threshold_ink(work, cfg)
+    h, w = work.shape
+    min_h = max(cfg.min_height_px, cfg.min_height_frac * max(h, w))
+    pieces = find_pieces(ink, min_h, cfg)
+    if len(pieces.ids) == 0:
+        return ink, np.zeros((0, 4), np.int32), []
+    boxes, masks, stroke = digit_shapes(pieces, min_h, cfg)
+    keep = plausible(boxes, masks, stroke, (h, w), min_h, cfg)
     sel = np.flatnonzero(keep)
-    keep[sel] = stands_out(bx[sel], [out_masks[i] for i in sel], work, bg, mask, cfg)
+    keep[sel] = stands_out(boxes[sel], [masks[i] for i in sel], work, ink.background, ink.mask, cfg)
     idx = np.flatnonzero(keep)
-    idx = idx[np.argsort(-(bx[idx, 3].astype(np.int64) * bx[idx, 2]), kind="stable")][: cfg.max_digits]
-    idx = np.sort(idx)
-    bx = bx[idx]
-    full = np.round(bx / s).astype(np.int32)
+    return ink, boxes[idx], [masks[i] for i in idx]
+
+
+def _is_closeup_of(wide: np.ndarray, wide_masks: list[np.ndarray], boxes: np.ndarray, shape: tuple[int, int],
+                   cfg: DetectConfig) -> bool:
+    """True when `wide` (boxes found with the close-up background kernel) is one digit that fills
+    much of the frame and holds every box the normal pass found, and more (they were parts of it:
+    the outlines of strokes too wide for the normal kernel)."""
+    if len(wide) != 1 or is_blob(wide_masks[0]):
+        return False
+    x, y, w, h = wide[0]
+    if h < cfg.closeup_frac * shape[0] and w < cfg.closeup_frac * shape[1]:
+        return False
+    inter_w = np.minimum(boxes[:, 0] + boxes[:, 2], x + w) - np.maximum(boxes[:, 0], x)
+    inter_h = np.minimum(boxes[:, 1] + boxes[:, 3], y + h) - np.maximum(boxes[:, 1], y)
+    area = boxes[:, 2] * boxes[:, 3]
+    inside = np.clip(inter_w, 0, None) * np.clip(inter_h, 0, None) >= 0.9 * area
+    return bool(inside.all()) and w * h >= 1.1 * area.max(initial=0)
+
+
+def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
+                    polarity: Polarity | None = None) -> Candidates:
+    """Frame (H, W), (H, W, 3) BGR or (H, W, 4) BGRA uint8 -> digit candidates.
+
+    polarity: the previous frame's Candidates.polarity in a video (reused while the picture stays
+    nearly the same); None decides it from this frame alone.
+    """
+    cfg = cfg or DetectConfig()
+    gray = to_gray(np.asarray(frame))
+    if gray.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 frame, got {gray.dtype}")
+    s = work_scale(gray.shape, cfg)
+    work = _resize(gray, s)
+    polarity = decide_polarity(work, cfg, polarity)
+    if polarity.light_on_dark:
+        gray, work = 255 - gray, 255 - work
+    ink, boxes, masks = _candidates_at(work, cfg)
+    if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
+        wide = _candidates_at(work, replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac))
+        if _is_closeup_of(wide[1], wide[2], boxes, work.shape, cfg):
+            ink, boxes, masks = wide
+    dropped = max(0, len(boxes) - cfg.max_digits)
+    if dropped:  # hostile input only (thousands of specks): the largest are kept, and it is said
+        idx = np.sort(np.argsort(-(boxes[:, 3].astype(np.int64) * boxes[:, 2]), kind="stable")[:cfg.max_digits])
+        boxes, masks = boxes[idx], [masks[i] for i in idx]
+    full = np.round(boxes / s).astype(np.int32)
     full[:, 2:] = np.maximum(full[:, 2:], 1)
-    return found(full, [out_masks[i] for i in idx], bx)
+    # The debug view shows ink white and the ruled lines taken out of it grey.
+    debug = ink.mask * 255 if ink.lines is None else cv2.add(ink.mask * 255, ink.lines * 128)
+    return Candidates(full, masks, boxes, s, gray, ink.background, ink.ink, debug,
+                      polarity.light_on_dark, polarity, dropped)
 
 
 def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, shape: tuple[int, int],
               min_h: float, cfg: DetectConfig) -> np.ndarray:
     """(N,) bool: which candidates have the shape of a handwritten digit.
 
-    Rejected: too small or too tall; wider than a digit; solid blobs (a fingertip, a dark table
-    corner); hair-thin long lines (a paper edge, a ruler); anything touching the frame's edge;
-    specks much smaller than the frame's other digits.
+    Rejected: too small; wider than a digit; solid blobs (a fingertip, a dark table corner);
+    hair-thin long lines (a paper edge, a ruler); specks much smaller than the frame's other
+    digits; and, unless it is the picture itself (see closeup), anything too tall or wide for
+    the frame or touching its edge.
     """
     h, w = shape
     x, y, bw, bh = (boxes[:, i].astype(np.float32) for i in range(4))
     area = np.array([np.count_nonzero(m) for m in masks], np.float32)
     fill = area / np.maximum(bw * bh, 1)
-    ok = (bh >= min_h) & (bh <= cfg.max_height_frac * h) & (bw <= cfg.max_width_frac * w)
-    ok &= bw <= 1.6 * cfg.max_aspect * bh  # a slanted or wide digit, not a line
+    ok = (bh >= min_h) & (bw <= 1.6 * cfg.max_aspect * bh)  # a slanted or wide digit, not a line
     ok &= stroke <= cfg.max_stroke_frac * bh
     thin = bw <= 3 * stroke + 2  # a '1': a single stroke, its box is full of ink
     ok &= thin | (fill <= 0.85)
     ok &= bh <= 12 * np.maximum(bw, stroke)  # a hair-thin long line is not a '1'
     # Whatever touches the frame's edge is cut off by it: the table, the sheet's border, or a
     # digit only partly in view, which cannot be read reliably either.
-    ok &= (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    inside &= (bh <= cfg.max_height_frac * h) & (bw <= cfg.max_width_frac * w)
+    # The picture itself is held to a digit's proportions: strokes neither hair-thin (lines
+    # crossing the frame) nor as thick as a blob (a fingertip), ink not filling its box.
+    # (Digits cut tight from MNIST: stroke 0.13 of the height at the median, 0.25 at most; fill
+    # at most 0.8, 0.63 for 99 %.)
+    shaped = ok & (stroke >= 0.02 * bh) & (stroke <= 0.24 * bh) & (thin | (fill <= 0.7))
+    ok &= inside | closeup(boxes, masks, shaped, thin & (fill > 0.85), shape, cfg)
     if ok.sum() >= 3:
         ref = float(np.median(bh[ok]))
         ok &= bh >= cfg.min_rel_height * ref
     return ok
+
+
+def closeup(boxes: np.ndarray, masks: list[np.ndarray], ok: np.ndarray, bar: np.ndarray, shape: tuple[int, int],
+            cfg: DetectConfig) -> np.ndarray:
+    """(N,) bool: the candidate that is the picture itself (a photo or crop of one digit, a digit
+    held close to the camera), which may touch or cross the frame's edges.
+
+    It is large in the frame (closeup_frac of its height or width) and dwarfs every other
+    candidate of digit shape (twice as tall). A solid bar from one edge to the opposite one is
+    a strip of table or the sheet's border, not a '1'.
+    """
+    h, w = shape
+    out = np.zeros(len(boxes), bool)
+    if not ok.any():
+        return out
+    x, y, bw, bh = (boxes[:, i] for i in range(4))
+    i = int(np.flatnonzero(ok)[np.argmax(bh[ok])])
+    others = np.delete(bh[ok], np.flatnonzero(np.flatnonzero(ok) == i))
+    big = bh[i] >= cfg.closeup_frac * h or bw[i] >= cfg.closeup_frac * w
+    across = (y[i] <= 0 and y[i] + bh[i] >= h) or (x[i] <= 0 and x[i] + bw[i] >= w)
+    out[i] = big and bool(np.all(others < 0.5 * bh[i])) and not (across and bar[i]) and not is_blob(masks[i])
+    return out
+
+
+def is_blob(mask: np.ndarray) -> bool:
+    """True for a solid, roundish shape (a fingertip, a knuckle) rather than pen strokes: its ink
+    fills its convex hull and it is not slender like a '1'. uint8 mask, 255 = ink."""
+    contours = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+    if not contours:
+        return False
+    c = max(contours, key=cv2.contourArea)
+    solidity = cv2.countNonZero(mask) / max(cv2.contourArea(cv2.convexHull(c)), 1.0)
+    w, h = cv2.minAreaRect(c)[1]
+    return solidity > 0.9 and max(w, h) < 3.5 * min(w, h)
 
 
 def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg: np.ndarray,
@@ -582,9 +625,3 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
         contrast = float(cv2.mean(diff[y - y0:y - y0 + bh, x - x0:x - x0 + bw], mask=m)[0])
         ok[i] = contrast >= cfg.local_snr * spread
     return ok
-
-
-def detect(frame: np.ndarray, cfg: DetectConfig = DetectConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """Frame -> (boxes (N, 4) int32 x, y, w, h in frame pixels, threshold mask at work size)."""
-    c = find_candidates(frame, cfg)
-    return c.boxes, c.mask

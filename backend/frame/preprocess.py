@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.frame.detect import Candidates, DetectConfig, find_candidates
+from backend.frame.detect import Candidates
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
 
@@ -124,28 +124,6 @@ def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig = PreprocessConfig(
     for i in range(len(c.boxes)):
         out[i] = fit_and_centre(normalise_stroke(_ink_crop(c, i, cfg), cfg))
     return out
-
-
-def crops_to_mnist(frame: np.ndarray, boxes: np.ndarray, cfg: PreprocessConfig = PreprocessConfig(),
-                   detect_cfg: DetectConfig = DetectConfig()) -> np.ndarray:
-    """Frame and (N, 4) x, y, w, h boxes (frame pixels) -> (N, 28, 28) uint8 MNIST digits.
-
-    For boxes that came from elsewhere (a tracker, a user's selection): all ink inside each box
-    counts as the digit.
-    """
-    c = find_candidates(frame, detect_cfg)
-    boxes = np.asarray(boxes, np.int32).reshape(-1, 4)
-    s = c.scale
-    masks, work = [], []
-    for x, y, w, h in boxes:
-        wx, wy = int(x * s), int(y * s)
-        ww, wh = max(1, int(np.ceil((x + w) * s)) - wx), max(1, int(np.ceil((y + h) * s)) - wy)
-        sub = c.mask[wy:wy + wh, wx:wx + ww]  # 0/255 already; a box ending at the frame's edge may round past it
-        masks.append(sub.copy() if sub.shape == (wh, ww) else np.full((wh, ww), 255, np.uint8))
-        work.append((wx, wy, ww, wh))
-    c = Candidates(boxes, masks, np.array(work, np.int32).reshape(-1, 4), s, c.gray, c.background, c.ink, c.mask,
-                   c.light_on_dark)
-    return candidates_to_mnist(c, cfg)
 
 
 def to_batch(digits28: np.ndarray) -> np.ndarray:

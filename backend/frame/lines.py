@@ -1,0 +1,95 @@
+"""Ruled lines, margins and folds: the long straight lines of a threshold mask, found at any
+slant and taken out of it, while the digit strokes that cross them stay."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def fit_line(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """Least-squares (a, b) of v = a * u + b: np.polyfit(u, v, 1) in closed form, without its
+    SVD, which costs more than the rest of the line search."""
+    u, v = u.astype(np.float64), v.astype(np.float64)
+    du = u - u.mean()
+    a = float(du @ (v - v.mean())) / max(float(du @ du), 1e-12)
+    return a, float(v.mean()) - a * float(u.mean())
+
+
+def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int) -> np.ndarray | None:
+    """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
+    stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel; None if there are none.
+    Only pieces at least that long are looked at, so frames without lines cost nothing."""
+    h, w = mask.shape
+    # Longer than a fraction of the frame, and far longer than the typical piece of ink, so a
+    # strip of one line of digits, or a close-up of a single tall 1, keeps its strokes.
+    st = stats[1:]
+    sized = st[(st[:, 3] >= min_height_px) & (st[:, 4] >= 10), 3]
+    typical = float(np.median(sized)) if len(sized) else 0.0
+    lh = max(3, int(line_frac_w * w), int(2.5 * typical))
+    lv = max(3, int(line_frac_h * h), int(2.5 * typical))
+    long_h = stats[1:, 2] >= lh
+    long_v = stats[1:, 3] >= lv
+    if not (long_h.any() or long_v.any()):
+        return None
+    # A probabilistic Hough transform finds them at the slant of a tilted sheet too.
+    # A thin rule in a shadow breaks into dashes: long gaps are bridged, and it needs only a
+    # third of its length in ink.
+    # It runs on the mask at half size, where it has a quarter of the pixels to vote with; the
+    # mask is grown by a pixel first, so a thin or slanted rule stays whole and thick enough for
+    # the transform to follow it. The lines are refitted at full size below.
+    half = cv2.dilate(mask, np.ones((3, 3), np.uint8))[::2, ::2]
+    segs = cv2.HoughLinesP(half, 1, np.pi / 180, threshold=int(0.15 * min(lh, lv)), minLineLength=min(lh, lv) // 2,
+                           maxLineGap=max(2, int(0.025 * max(h, w))))
+    if segs is None:
+        return None
+    flat, steep = np.zeros_like(mask), np.zeros_like(mask)
+    for x0, y0, x1, y1 in np.minimum(2 * segs.reshape(-1, 4), [w - 1, h - 1, w - 1, h - 1]):
+        horizontal = abs(x1 - x0) >= abs(y1 - y0)
+        drawn = flat if horizontal else steep
+        if drawn[y0, x0] and drawn[y1, x1]:  # another piece of a line already drawn (a thick rule gives several)
+            continue
+        if np.hypot(x1 - x0, y1 - y0) >= (lh if horizontal else lv):
+            # Ruled lines run across the whole sheet: draw the line edge to edge, so the parts
+            # the transform missed (faint in a shadow, broken by a digit) go too.
+            # The segment's own slope is only roughly right (a digit on the line pulls it), so
+            # the line is refitted to the ink along it before it is extended.
+            # (Within the segment's box grown by the band's half-width, not over the whole mask.)
+            bx0, by0 = max(0, min(x0, x1) - 3), max(0, min(y0, y1) - 3)
+            bx1, by1 = max(x0, x1) + 4, max(y0, y1) + 4
+            seg = np.zeros_like(mask[by0:by1, bx0:bx1])
+            cv2.line(seg, (int(x0 - bx0), int(y0 - by0)), (int(x1 - bx0), int(y1 - by0)), 1, 5)
+            ys, xs = np.nonzero(seg & mask[by0:by1, bx0:bx1])
+            ys, xs = ys + by0, xs + bx0
+            if len(xs) < 2:
+                continue
+            u, v = (xs, ys) if horizontal else (ys, xs)  # v = a * u + b along the line
+            a, b = fit_line(u, v)
+            for _ in range(2):  # drop the digit strokes the band caught, refit to the line alone
+                near = np.abs(v - (a * u + b)) <= 1.5
+                if near.sum() < 2:
+                    break
+                a, b = fit_line(u[near], v[near])
+            # A drawn line is ink nearly all along; the tops of a row of digits, which the
+            # transform can also line up, are ink only here and there.
+            uu = np.arange(u.min(), u.max() + 1)
+            vv = np.rint(a * uu + b).astype(int)
+            lim = h if horizontal else w
+            on = np.zeros(len(uu), bool)
+            for dv in (-1, 0, 1):
+                vk = np.clip(vv + dv, 0, lim - 1)
+                on |= (mask[vk, uu] if horizontal else mask[uu, vk]) > 0
+            if on.mean() < 0.7:
+                continue
+            if horizontal:
+                p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
+            else:
+                p0, p1 = (b, 0), (a * (h - 1) + b, h - 1)
+            cv2.line(flat if horizontal else steep, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
+    if not (flat.any() or steep.any()):
+        return None
+    # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
+    # the digit stays whole and only the bare line goes.
+    k = 9
+    across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
+    across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
+    return (flat & mask & (1 - across_flat)) | (steep & mask & (1 - across_steep))
