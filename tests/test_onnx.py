@@ -71,6 +71,21 @@ def test_cli_export_checks_against_torch(onnx_mod, mnist_dir, tmp_path, capsys):
     assert out.stat().st_size > 100_000 and "tolerance 1e-04" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("failure", ["export", "check"])
+def test_failed_export_leaves_no_file(onnx_mod, mnist_dir, tmp_path, monkeypatch, failure):
+    def fail(*args, **kwargs):
+        if failure == "export":  # half a file written, then the disk fills
+            args[1].write_bytes(b"half")
+            raise OSError(28, "No space left on device")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_mod, "export_model" if failure == "export" else "compare_with_torch", fail)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UserError if failure == "export" else KeyboardInterrupt):
+        onnx_mod.export_checkpoint(None, out, str(mnist_dir), n_check=8)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unreadable_onnx_file_is_a_user_error(onnx_mod, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")

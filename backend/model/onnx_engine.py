@@ -132,18 +132,24 @@ def export_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.PathLi
     """Export a checkpoint to `out` and check ONNX Runtime against PyTorch on real MNIST test digits.
 
     Returns the largest difference per output; raises UserError when any exceeds TOLERANCE.
+    The file is written under a temporary name and renamed once checked, so a failed or
+    interrupted export never leaves a half-written or unchecked `out`.
     """
     model, _ = load_model(checkpoint)
     out = Path(out)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        export_model(model, out)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-    images = mnist_test_batch(data_dir, n_check)
-    diffs = compare_with_torch(model, OnnxSession(out), images)
-    worst = max(diffs, key=diffs.get)
-    if diffs[worst] > TOLERANCE:
-        raise UserError(f"{out}: ONNX Runtime differs from PyTorch by {diffs[worst]:.2e} on '{worst}' "
-                        f"(tolerance {TOLERANCE:.0e})")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            export_model(model, tmp)
+        except OSError as e:
+            raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+        diffs = compare_with_torch(model, OnnxSession(tmp), mnist_test_batch(data_dir, n_check))
+        worst = max(diffs, key=diffs.get)
+        if diffs[worst] > TOLERANCE:
+            raise UserError(f"{out}: ONNX Runtime differs from PyTorch by {diffs[worst]:.2e} on '{worst}' "
+                            f"(tolerance {TOLERANCE:.0e}); not written")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return diffs
