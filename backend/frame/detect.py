@@ -29,6 +29,8 @@ class DetectConfig:
     max_pieces: int = 8000  # pieces of ink looked at per frame (a noise frame: the biggest)
     work_size: int = 640  # frames are analysed with as many pixels as a 640x480 one; crops come
     # from full size
+    min_digit_px: float = 20.0  # a frame whose digits are smaller at the working resolution is read
+    # again at a higher one (up to full size), where they are this tall
     min_work_side: int = 160  # smaller frames (a crop of one digit) are enlarged to this
     closeup_kernel_frac: float = 0.3  # the background kernel tried when a frame shows at most two
     # candidates: a close-up's strokes can be wider than bg_kernel_frac
@@ -47,6 +49,7 @@ class DetectConfig:
     max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
     min_rel_height: float = 0.2  # candidates shorter than this times the median height are specks
     split: bool = True  # separate touching neighbours at a thin waist
+    wide_frac: float = 1.7  # ... also when narrower than max_aspect but this many times the typical width
     line_frac_w: float = 0.4  # horizontal lines longer than this fraction of the width are not ink
     line_frac_h: float = 0.6  # nor are vertical lines longer than this fraction of the height
     max_width_frac: float = 0.7  # a digit is at most this fraction of the frame width
@@ -304,10 +307,10 @@ def group_pieces(stats: np.ndarray, ref_h: float) -> np.ndarray:
     return _union_find(n, pairs)
 
 
-def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int = 0) -> list[np.ndarray]:
+def split_touching(m: np.ndarray, stroke: float, max_w: float, depth: int = 0) -> list[np.ndarray]:
     """Masks (each like m, a bool (h, w) mask of one candidate) that hold one digit each.
 
-    While the ink is wider than a digit, cut it at its thinnest vertical waist (in the middle
+    While the ink is wider than max_w, cut it at its thinnest vertical waist (in the middle
     half, and no thicker than a stroke and a half: touching digits, not one wide digit's body),
     if both sides are nearly as tall as the whole.
     The cut column is taken out and every piece left is given to the side its centre lies on,
@@ -319,7 +322,7 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
         return []
     w = cols[-1] - cols[0] + 1
     th = rows[-1] - rows[0] + 1
-    if w <= max_aspect * th or depth > 3 or w < 6:
+    if w <= max_w or depth > 3 or w < 6:
         return [m]
     proj = np.count_nonzero(m, axis=0).astype(np.float32)
     lo, hi = cols[0] + int(0.25 * w), cols[0] + int(0.75 * w)
@@ -345,8 +348,8 @@ def split_touching(m: np.ndarray, stroke: float, max_aspect: float, depth: int =
         r = np.flatnonzero(part.any(1))
         if r[-1] - r[0] + 1 < 0.6 * th:
             return [m]
-    return (split_touching(left, stroke, max_aspect, depth + 1)
-            + split_touching(right, stroke, max_aspect, depth + 1))
+    return (split_touching(left, stroke, max_w, depth + 1)
+            + split_touching(right, stroke, max_w, depth + 1))
 
 
 def work_scale(shape: tuple[int, int], cfg: DetectConfig) -> float:
@@ -448,13 +451,18 @@ def digit_shapes(p: Pieces, min_h: float, cfg: DetectConfig) -> tuple[np.ndarray
     stroke = (2 * g_area / np.maximum(np.bincount(groups, p.perim, ng), 1)).astype(np.float32)
     group_of = np.full(p.count, -1, np.int32)  # label -> group, -1 for pieces left out
     group_of[p.ids] = groups
+    # Wider than a digit: wider than max_aspect times its height, or, on a page of many digits,
+    # far wider than the page's typical digit (two narrow digits that touch, "18", "36").
+    tall = boxes[:, 3] >= min_h
+    med_w = float(np.median(boxes[tall, 2])) if tall.sum() >= 5 else np.inf
+    max_w = np.maximum(0.9 * boxes[:, 3], np.minimum(cfg.max_aspect * boxes[:, 3], cfg.wide_frac * med_w))
 
     out_boxes, out_masks, out_stroke = [], [], []
-    for g, ((x, y, bw, bh), sw) in enumerate(zip(boxes, stroke)):
+    for g, ((x, y, bw, bh), sw, mw) in enumerate(zip(boxes, stroke, max_w)):
         if bh < min_h:  # nor is any part of it tall enough for a digit (see plausible)
             continue
         m = group_of[p.labels[y:y + bh, x:x + bw]] == g
-        parts = split_touching(m, sw, cfg.max_aspect) if cfg.split and bw > cfg.max_aspect * bh else [m]
+        parts = split_touching(m, sw, mw) if cfg.split and bw > mw else [m]
         for part in parts:
             rr = np.flatnonzero(part.any(1))
             cc = np.flatnonzero(part.any(0))
@@ -517,6 +525,12 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     if polarity.light_on_dark:
         gray, work = 255 - gray, 255 - work
     ink, boxes, masks = _candidates_at(work, cfg)
+    if len(boxes) >= 5 and s < 1 and np.median(boxes[:, 3]) < cfg.min_digit_px:
+        # Small digits (a whole page in view): look again at a resolution where they are
+        # min_digit_px tall, so touching neighbours can be told apart.
+        s = min(1.0, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
+        work = _resize(gray, s)
+        ink, boxes, masks = _candidates_at(work, cfg)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
         wide = _candidates_at(work, replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac))
         if _is_closeup_of(wide[1], wide[2], boxes, work.shape, cfg):
@@ -550,7 +564,10 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     ok &= stroke <= cfg.max_stroke_frac * bh
     thin = bw <= 3 * stroke + 2  # a '1': a single stroke, its box is full of ink
     ok &= thin | (fill <= 0.85)
-    ok &= bh <= 12 * np.maximum(bw, stroke)  # a hair-thin long line is not a '1'
+    # A hair-thin long line (a paper edge, a ruler's edge) is not a '1'; a '1' drawn as one
+    # straight stroke with a thick pen or seen close up is a bar many times its width, too.
+    width = np.maximum(bw, stroke)
+    ok &= (bh <= 12 * width) | (width >= 0.01 * max(h, w))
     # Whatever touches the frame's edge is cut off by it: the table, the sheet's border, or a
     # digit only partly in view, which cannot be read reliably either.
     inside = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
@@ -609,19 +626,28 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
     of table at the sheet's edge is much rougher, and its darker grain can pass that threshold.
     Ink stands out from its own surroundings by many times their local spread.
     """
+    if len(boxes) == 0:
+        return np.zeros(0, bool)
     h, w = work.shape
-    ok = np.ones(len(boxes), bool)
-    for i, ((x, y, bw, bh), m) in enumerate(zip(boxes, masks)):
-        r = max(3, int(0.25 * bh))
-        x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(w, x + bw + r), min(h, y + bh + r)
-        # Away from any ink and its blurred edge, and relative to the background (so the slope
-        # of a shadow is not counted as roughness).
-        near = cv2.dilate(mask[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
-        away = cv2.threshold(near, 0, 1, cv2.THRESH_BINARY_INV)[1]
-        if cv2.countNonZero(away) < 10:
-            continue
-        diff = cv2.subtract(bg[y0:y1, x0:x1], work[y0:y1, x0:x1], dtype=cv2.CV_16S)
-        spread = float(cv2.meanStdDev(diff, mask=away)[1][0, 0]) + 1.0
-        contrast = float(cv2.mean(diff[y - y0:y - y0 + bh, x - x0:x - x0 + bw], mask=m)[0])
-        ok[i] = contrast >= cfg.local_snr * spread
-    return ok
+    # Away from any ink and its blurred edge, and relative to the background (so the slope of a
+    # shadow is not counted as roughness). Sums over each candidate's surroundings come from
+    # integral images, so a page of hundreds of digits costs a few whole-image operations.
+    away = cv2.threshold(cv2.dilate(mask, np.ones((5, 5), np.uint8)), 0, 1, cv2.THRESH_BINARY_INV)[1]
+    diff = cv2.subtract(bg, work, dtype=cv2.CV_32F)
+    d_away = diff * away
+    n_sum = cv2.integral(away)
+    s1, s2 = cv2.integral2(d_away, sdepth=cv2.CV_64F)
+    x, y, bw, bh = (boxes[:, i].astype(np.int64) for i in range(4))
+    r = np.maximum(3, (0.25 * bh).astype(np.int64))
+    x0, y0 = np.maximum(0, x - r), np.maximum(0, y - r)
+    x1, y1 = np.minimum(w, x + bw + r), np.minimum(h, y + bh + r)
+
+    def box_sum(ii: np.ndarray) -> np.ndarray:
+        return ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
+
+    n, m1, m2 = box_sum(n_sum).astype(np.float64), box_sum(s1), box_sum(s2)
+    mean = m1 / np.maximum(n, 1)
+    spread = np.sqrt(np.maximum(m2 / np.maximum(n, 1) - mean ** 2, 0)) + 1.0
+    contrast = np.array([cv2.mean(diff[yy:yy + hh, xx:xx + ww], mask=m)[0]
+                         for (xx, yy, ww, hh), m in zip(boxes, masks)])
+    return (n < 10) | (contrast >= cfg.local_snr * spread)
