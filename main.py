@@ -11,9 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from dataclasses import fields
+from pathlib import Path
 
-from backend.errors import UserError, positive_float, positive_int
+from backend.errors import UserError, non_negative_float, non_negative_int, positive_float, positive_int
 from backend.model.config import DEFAULT_PRESET, PRESETS
 from backend.model.device import DEVICES
 from backend.training.config import AUGMENTS, DATA_ENV, TrainConfig
@@ -40,20 +43,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batch per process; effective batch = this x processes (default: %(default)s)")
     p.add_argument("--lr", type=positive_float, default=d.lr,
                    help="peak AdamW learning rate; scale it with the effective batch (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay (default: %(default)s)")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up (default: %(default)s)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--warmup-epochs", type=non_negative_float, default=d.warmup_epochs, help="linear warm-up (default: %(default)s)")
     p.add_argument("--data-dir", default=None,
                    help=f"MNIST root holding MNIST/raw (default: ${DATA_ENV}, else ~/.cache/digits-transformer; downloads if missing)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="compute device (default: %(default)s)")
     p.add_argument("--out", default=d.out, help="training output folder (default: %(default)s)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CKPT",
-                   help="continue an interrupted run from CKPT (default: OUT/last.pt)")
+                   help="continue an interrupted run from CKPT (default: OUT/last.pt) with the settings it was "
+                        "started with (flags given again must agree; --data-dir, --device, --workers may differ)")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (default: %(default)s)")
+    p.add_argument("--workers", type=non_negative_int, default=d.workers, help="data loader processes (default: %(default)s)")
     p.add_argument("--init", default=None, metavar="CKPT", help="start from these weights (fine-tuning, fresh schedule)")
     p.add_argument("--augment", choices=AUGMENTS, default="webcam",
-                   help="webcam: the full webcam-crop augmentation (default); light: small affine only, "
+                   help="webcam: the full webcam-crop augmentation (default); styles: that plus other hands' "
+                        "strokes (bars on 7, flags on 1, elastic wobble, slant); light: small affine only, "
                         "for a last short phase at a low learning rate")
+    p.add_argument("--teacher", default=None, metavar="CKPT",
+                   help="distil this checkpoint: its logits on the training images become soft targets")
+    p.add_argument("--distill", type=float, default=d.distill,
+                   help="weight of the teacher's soft targets in the loss, 0-1 (default: %(default)s)")
     p.add_argument("--extra-data", default=None, metavar="NPZ",
                    help="extra 28x28 digits (images, labels) mixed into training, e.g. pipeline crops of synthetic scenes")
     p.add_argument("--limit", type=positive_int, default=None, help="use only this many images (quick checks)")
@@ -62,22 +71,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not (args.train or args.eval or args.export_onnx or args.sweep or args.report):
         p.error("one of the arguments --train --eval --export-onnx --sweep --report is required")
+    for action in p._actions:  # parsed again without defaults: the flags actually given (for --resume)
+        action.default = argparse.SUPPRESS
+    args.given = set(vars(p.parse_args(argv)))
     return args
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data_dir and not Path(args.data_dir).is_dir():  # torchvision would create it as a side effect
+        raise UserError(f"--data-dir {args.data_dir}: no such folder (create it to download MNIST into it)")
     if args.train:
-        from backend.training.train import train
+        from backend.training.train import resumed_config, train
 
-        tc = TrainConfig(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, data_dir=args.data_dir,
-                         device=args.device, out=args.out, resume=args.resume, seed=args.seed,
-                         workers=args.workers, limit=args.limit, init=args.init, extra_data=args.extra_data,
-                         augment=args.augment)
+        # Settings not given keep TrainConfig's defaults, or with --resume the interrupted run's own.
+        tc = resumed_config({f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name in args.given})
         try:
             train(tc)
         except KeyboardInterrupt:
-            print(f"\ninterrupted; continue with: python main.py --train --out {args.out} --resume", file=sys.stderr)
+            if (Path(tc.out) / "last.pt").is_file():  # the run's settings are in it: this resumes as it was
+                print(f"\ninterrupted; continue with: python main.py --train --out {shlex.quote(tc.out)} --resume",
+                      file=sys.stderr)
+            else:
+                print("\ninterrupted before the first epoch ended; nothing to resume", file=sys.stderr)
             return 130
         return 0
     if args.export_onnx:

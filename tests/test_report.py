@@ -1,5 +1,6 @@
 """Training curves and the attention gallery."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,10 +8,11 @@ import torch
 
 from backend.model.checkpoint import save_atomic
 from backend.errors import UserError
-from backend.model.vit import ViTConfig, VisionTransformer
+import app_fakes
+from backend.model.vit import VisionTransformer
 from backend.training.report import layer_maps, read_metrics, write_report
 
-TINY = ViTConfig(stem_channels=4, embed_dim=16, depth=3, num_heads=2)
+TINY = replace(app_fakes.TINY, depth=3)  # the gallery draws one panel per layer
 
 
 def _row(epoch, acc):
@@ -37,7 +39,8 @@ def test_layer_maps_are_one_per_layer_and_normalised():
     torch.manual_seed(0)
     model = VisionTransformer(TINY).eval()
     per_layer, rollout, probs = layer_maps(model, torch.randn(5, 1, 28, 28))
-    assert per_layer.shape == (5, 3, 7, 7) and rollout.shape == (5, 7, 7) and probs.shape == (5, 10)
+    g = TINY.grid  # token grid side
+    assert per_layer.shape == (5, 3, g, g) and rollout.shape == (5, g, g) and probs.shape == (5, 10)
     np.testing.assert_allclose(per_layer.max(axis=(2, 3)), 1, atol=1e-6)
     assert not np.allclose(per_layer[:, 0], per_layer[:, -1])  # layers differ
 

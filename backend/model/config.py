@@ -19,10 +19,35 @@ class ViTConfig:
     mlp_ratio: float = 2.0  # hidden width of the MLP as a multiple of embed_dim
     dropout: float = 0.0  # dropout on embeddings, attention projection and MLP
     drop_path: float = 0.1  # stochastic depth rate of the last block (linear from 0)
+    temperature: float = 1.0  # logits are divided by it at inference (fitted after training: calibration)
+
+    def __post_init__(self) -> None:
+        """ValueError for a config no model can be built from (a crafted checkpoint, a bad sweep spec)."""
+        for name in ("img_size", "in_chans", "num_classes", "stem_channels", "stem_stride", "patch_size",
+                     "embed_dim", "depth", "num_heads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "stem_channels" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name, low, high in (("mlp_ratio", 0.0, 64.0), ("dropout", 0.0, 1.0), ("drop_path", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v < high \
+                    or (name == "mlp_ratio" and v == 0):
+                raise ValueError(f"{name} must be a number in [{low:g}, {high:g}), got {v!r}")
+        if self.stem_stride not in (2, 4):
+            raise ValueError(f"stem_stride must be 2 or 4, got {self.stem_stride}")
+        side = -(-self.img_size // self.stem_stride) if self.stem_channels else self.img_size
+        if self.patch_size > self.img_size or self.grid > side:
+            raise ValueError(f"patch_size {self.patch_size} does not fit a {self.img_size}px image")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} must be divisible by num_heads {self.num_heads}")
 
     @property
     def grid(self) -> int:
         return self.img_size // self.patch_size
+
+    def approx_params(self) -> int:
+        """Roughly the transformer blocks' parameter count (attention 4 D^2, MLP 2 r D^2 per block)."""
+        return int(self.depth * (4 + 2 * self.mlp_ratio) * self.embed_dim ** 2)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -91,11 +91,11 @@ def expand(spec: SweepSpec) -> tuple[list[ViTConfig], list[str]]:
         overrides = [{}]
     configs, skipped = [], []
     for o in overrides:
-        cfg = replace(base, **o)
         try:
+            cfg = replace(base, **o)  # ViTConfig refuses what no model can be built from
             VisionTransformer(cfg)
         except ValueError as e:
-            skipped.append(f"{config_name(cfg)}: {e}")
+            skipped.append(f"{', '.join(f'{k}={v}' for k, v in o.items())}: {e}")
             continue
         if cfg not in configs:
             configs.append(cfg)

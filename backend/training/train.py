@@ -3,7 +3,8 @@
 Runs as a single process, or under `torchrun --nproc_per_node N` with DistributedDataParallel
 (NCCL on GPUs, gloo on CPU). Only rank 0 writes checkpoints, logs and progress bars.
 Every epoch re-seeds from (seed, epoch), so a run resumed from its last checkpoint follows the
-same random path as one that was never interrupted.
+same random path as one that was never interrupted; a resumed run takes every training setting
+from its checkpoint (`resumed_config`) and refuses to change one.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -22,9 +23,10 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from backend.model.checkpoint import build_model, load_checkpoint, save_atomic
-from backend.training.data import train_val_split
+from backend.frame.mnist import MNIST_MEAN, MNIST_STD
+from backend.training.data import batch_augment, resolve_data_dir, styled_parts, train_val_split
 from backend.model.device import resolve_device
-from backend.errors import UserError
+from backend.errors import OutputError, UserError
 from backend.training.config import TrainConfig
 from backend.model.vit import PRESETS, ViTConfig, VisionTransformer, count_parameters
 
@@ -45,6 +47,56 @@ def check_writable(out: Path) -> None:
         raise UserError(f"cannot write to --out {out}: {e.strerror or e}") from None
 
 
+# Settings a resumed run may change: where the data and outputs are and what runs it, not what is trained.
+RESUME_FREE = frozenset({"data_dir", "device", "workers", "out", "resume"})
+
+
+def resume_file(tc: TrainConfig) -> Path | None:
+    """The checkpoint a run resumes from (--resume: OUT/last.pt), or None."""
+    return Path(tc.out) / "last.pt" if tc.resume == "auto" else Path(tc.resume) if tc.resume else None
+
+
+def resumed_config(given: dict) -> TrainConfig:
+    """The TrainConfig of a command line: `given` holds the settings given as flags. A --resume
+    run takes every other one from the checkpoint it resumes (train() refuses given ones that
+    differ), so it continues the run that was interrupted, not a new one."""
+    tc = TrainConfig(**given)
+    path = resume_file(tc)
+    if path is None or not path.is_file():
+        return tc
+    saved = load_checkpoint(path).get("train_config") or {}
+    names = {f.name for f in fields(TrainConfig)}
+    return replace(tc, **{k: v for k, v in saved.items() if k in names and k not in given and k != "resume"})
+
+
+def check_settings(tc: TrainConfig, saved: dict, path: Path) -> None:
+    """UserError when a resumed run's settings differ from those it was started with."""
+    for k, v in asdict(tc).items():
+        if k not in RESUME_FREE and k in saved and saved[k] != v:
+            flag = "--" + k.replace("_", "-")
+            raise UserError(f"{flag} {v} differs from the run in {path} ({saved[k]}): a resumed run keeps its "
+                            f"settings (to train on with others, start a new run with --init {path})")
+
+
+def check_config(tc: TrainConfig) -> None:
+    """UserError for settings that cannot train (nan passes no comparison, so it fails here too)."""
+    ranges = {"epochs": tc.epochs >= 1, "batch_size": tc.batch_size >= 1, "lr": 0 < tc.lr < math.inf,
+              "weight_decay": 0 <= tc.weight_decay < math.inf, "warmup_epochs": 0 <= tc.warmup_epochs < math.inf,
+              "label_smoothing": 0 <= tc.label_smoothing < 1, "workers": tc.workers >= 0}
+    for name, ok in ranges.items():
+        if not ok:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(tc, name)} is out of range")
+    if tc.model_config is None and tc.preset not in PRESETS:
+        raise UserError(f"unknown preset {tc.preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def kept(out: Path, epoch: int) -> str:
+    """What a run that stops during `epoch` (0-based) leaves behind."""
+    if epoch > 0 and (out / "last.pt").is_file():
+        return f"{out / 'last.pt'} holds epoch {epoch}"
+    return "no checkpoint was kept"
+
+
 def lr_lambda(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -55,12 +107,11 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
 def train(tc: TrainConfig) -> dict:
     """Train (or resume) a model; returns the final metrics of rank 0."""
     rank, local_rank, world = _dist_info()
-    if tc.model_config is None and tc.preset not in PRESETS:
-        raise UserError(f"unknown preset {tc.preset!r}; choose one of {', '.join(PRESETS)}")
-    if tc.epochs < 1 or tc.batch_size < 1 or tc.lr <= 0:
-        raise UserError("--epochs, --batch-size and --lr must be positive")
+    check_config(tc)
+    # Saved absolute, so that the resume hint works as printed whatever $DIGITS_DATA_DIR then is.
+    tc = replace(tc, data_dir=str(resolve_data_dir(tc.data_dir).absolute()))
     out = Path(tc.out)
-    resume_path = out / "last.pt" if tc.resume == "auto" else Path(tc.resume) if tc.resume else None
+    resume_path = resume_file(tc)
     if rank == 0:
         check_writable(out)
 
@@ -82,12 +133,16 @@ def train(tc: TrainConfig) -> dict:
         if resume_path is not None:
             if "optimizer" not in loaded:
                 raise UserError(f"{resume_path} holds weights only; --resume needs a training checkpoint (last.pt)")
+            check_settings(tc, loaded.get("train_config") or {}, resume_path)
             ckpt = loaded
         model = build_model(loaded, start)
-        cfg = model.cfg
+        cfg = replace(model.cfg, temperature=1.0)  # new weights need their calibration refitted
         tc = replace(tc, preset=loaded.get("preset", tc.preset))
     model.to(device)
     train_ds, val_ds = train_val_split(tc.data_dir, tc.limit, tc.seed, tc.extra_data, tc.augment)
+    augment = batch_augment(tc.augment)
+    if tc.teacher:
+        attach_teacher_logits(train_ds, tc.teacher, device, out / "teacher_logits.pt")
     sampler = DistributedSampler(train_ds, world, rank, shuffle=True, seed=tc.seed) if world > 1 else None
     gen = torch.Generator()
     pin = device.type == "cuda"
@@ -112,8 +167,10 @@ def train(tc: TrainConfig) -> dict:
         sched.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc = int(ckpt["epoch"]), float(ckpt.get("best_val_acc", 0.0))
         history = list(ckpt.get("history", []))
-        if rank == 0:
+        if rank == 0 and start_epoch < tc.epochs:
             print(f"resuming from {resume_path} at epoch {start_epoch + 1}/{tc.epochs}")
+        elif rank == 0:
+            print(f"{resume_path} has finished all {tc.epochs} epochs; nothing to resume")
 
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else model
@@ -135,11 +192,16 @@ def train(tc: TrainConfig) -> dict:
         loss_sum = correct = seen = 0
         bar = tqdm(train_dl, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=rank != 0, leave=False,
                    dynamic_ncols=True)
-        for x, y in bar:
+        for x, y, *soft in bar:
+            if augment is not None:
+                x = augment(x)  # on the CPU, before the upload
             x, y = x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = ddp(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=tc.label_smoothing)
+                if soft:
+                    loss = (1 - tc.distill) * loss + tc.distill * distill_loss(logits, soft[0].to(device),
+                                                                               tc.distill_temperature)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -147,7 +209,11 @@ def train(tc: TrainConfig) -> dict:
             scaler.step(opt)
             scaler.update()
             sched.step()
-            loss_sum += loss.item() * len(y)
+            value = loss.item()
+            if not math.isfinite(value):  # nothing after this could be saved as a model
+                raise UserError(f"training diverged: the loss is {value} in epoch {epoch + 1}; try a lower --lr "
+                                f"(now {tc.lr:g}) or a longer --warmup-epochs; {kept(out, epoch)}")
+            loss_sum += value * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
@@ -173,11 +239,42 @@ def train(tc: TrainConfig) -> dict:
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         except OSError as e:
-            raise UserError(f"cannot write checkpoint to {out}: {e.strerror or e}") from None
+            raise OutputError(f"cannot write checkpoint to {out} ({e.strerror or e}); {kept(out, epoch)}") from None
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return history[-1] if history else {}
+
+
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at `temperature`, scaled by its square (Hinton et al., 2015) so
+    its gradients keep their size whatever the temperature."""
+    t = temperature
+    return F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+@torch.inference_mode()
+def attach_teacher_logits(train_ds, teacher: str, device: torch.device, cache: Path) -> None:
+    """The teacher's logits for every training image, once and unaugmented, as soft targets.
+
+    Once rather than per batch: the teacher costs several times the student per image, and on
+    the style-augmented images (bars, flags) it was never trained on it would be wrong anyway.
+    Kept in `cache` (the run's folder) for a resumed or repeated run with the same teacher.
+    """
+    parts = styled_parts(train_ds)
+    key = [str(Path(teacher).resolve()), os.path.getmtime(teacher), [len(p) for p in parts]]
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        if saved["key"] == key:
+            for part, soft in zip(parts, saved["logits"]):
+                part.soft = soft
+            return
+    model = build_model(load_checkpoint(teacher), teacher).to(device)
+    for part in parts:
+        part.soft = torch.cat([model(((b.float() / 255 - MNIST_MEAN) / MNIST_STD).to(device)).float().cpu()
+                               for b in part.images().split(1024)])
+    save_atomic({"key": key, "logits": [p.soft for p in parts]}, cache)
 
 
 @torch.inference_mode()
