@@ -6,6 +6,7 @@
   python camera_inferencer.py --draw                   # draw digits with the mouse
   python camera_inferencer.py --source clip.mp4 --record out.mkv
   python camera_inferencer.py --source photos/ --no-display --jsonl out.jsonl
+  python camera_inferencer.py --web                    # in the browser: upload, draw, webcam
 
 keys (in the window):
   q / Esc   quit                      a   attention heatmaps on/off
@@ -70,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-digits", type=positive_int, default=d.detect.max_digits, metavar="N",
                    help="read at most N digit candidates per frame (default: %(default)s)")
     p.add_argument("--list-cameras", action="store_true", help="list the cameras that open (indices 0-9) and exit")
+    p.add_argument("--web", action="store_true",
+                   help="serve the browser app instead (upload a photo, draw, webcam) and print its address")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the browser app listens on (default: %(default)s, this machine only; "
+                        "0.0.0.0 serves other machines)")
+    p.add_argument("--port", type=positive_int, default=7860, help="port of the browser app (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="draw the demo scene from the MNIST test set in DIR (default: the 300 shipped digits)")
     p.add_argument("--recordings-dir", default="recordings", help="where the r key records (default: %(default)s)")
     p.add_argument("--snapshots-dir", default="snapshots", help="where the s key saves PNGs (default: %(default)s)")
@@ -106,11 +113,21 @@ def list_cameras() -> int:
     return 0
 
 
+def web(args: argparse.Namespace) -> int:
+    from backend.live.web import MODEL_FILES, Models, serve
+
+    files = {os.path.basename(args.checkpoint): args.checkpoint, **MODEL_FILES} if args.checkpoint else MODEL_FILES
+    serve(Models(files, args.device, args.backend, args.threads), args.host, args.port)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from backend.live.sources import refuse_overwrites
 
     refuse_overwrites("" if args.draw else args.source,
                       {"--record": args.record, "--jsonl": args.jsonl, "--record-raw": args.record_raw})
+    if args.data_dir and not os.path.isdir(args.data_dir):  # the demo would create it as a side effect
+        raise UserError(f"--data-dir {args.data_dir}: no such folder")
     check_display(args)
     from backend.live.app import AppConfig, describe, run_app
     from backend.live.overlay import OverlayConfig
@@ -146,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend.live.app import Interrupted
 
     try:
-        return list_cameras() if args.list_cameras else run(args)
+        return list_cameras() if args.list_cameras else web(args) if args.web else run(args)
     except UserError as e:  # SourceError included (exit code 1)
         print(f"error: {e}", file=sys.stderr)
         return e.code

@@ -1,0 +1,371 @@
+"""The browser app: upload a photo, draw, or stream the webcam, through the live app's pipeline.
+
+Built on Gradio, whose components cover what the page needs (an upload box, a sketchpad for
+mouse and touch with undo and clear, webcam streaming, probability bars), so the page has no
+JavaScript of ours. Every request goes through the same stages as ``camera_inferencer.py``:
+``Pipeline(...).process`` -> (tracking, webcam only) -> ``draw_overlay``, and the JSON is the
+JSONL record. The models are loaded once per process and shared by every tab (``Models``); each
+tab keeps its own results and its own webcam tracker in Gradio session state.
+
+    python camera_inferencer.py --web            # http://127.0.0.1:7860
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; the app works offline
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from backend.errors import UserError, first_line
+from backend.frame.detections import Detections
+from backend.frame.pipeline import Pipeline
+from backend.live.app import frame_stream, record
+from backend.live.overlay import JET, HudInfo, OverlayConfig, draw_overlay
+from backend.live.sources import MAX_SIDE, decode_image, to_bgr8
+from backend.live.tracking import Tracker
+from backend.model.recognizer import Recognizer
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_FILES = {"accurate": ROOT / "artifacts" / "digits_vit.pt", "fast": ROOT / "artifacts" / "digits_vit_fast.pt"}
+MAX_UPLOAD_MB = 20  # a phone photo is 2-12 MB; larger uploads are refused before they reach the server's disk
+MAX_PIXELS = 50_000_000  # refused from the file header, before decoding (a 30000x30000 PNG would need 2.7 GB)
+SHOW_SIDE = 1600  # the annotated image sent back is at most this wide or tall
+
+
+# --- decoding uploads ---------------------------------------------------------------------------
+
+def decode_upload(path: str | os.PathLike, max_pixels: int = MAX_PIXELS,
+                  max_bytes: int = MAX_UPLOAD_MB << 20) -> np.ndarray:
+    """An uploaded image file -> (H, W, 3) BGR uint8, upright (EXIF), decoded as the command line
+    decodes images. UserError with a one-line message for a file over `max_bytes`, what is not an
+    image, a corrupt file, and an image of more than `max_pixels` (refused from its header)."""
+    name = Path(path).name
+    if os.path.getsize(path) > max_bytes:
+        raise UserError(f"{name} is larger than {max_bytes >> 20} MB")
+    with open(path, "rb") as fh:
+        return to_bgr8(decode_image(fh.read(), max_pixels, name))
+
+
+# --- models and sessions ------------------------------------------------------------------------
+
+class Models:
+    """Each checkpoint loaded once per process, shared by every tab. Predictions take turns: the
+    pipelines of several tabs run at once, and the GPU path reuses one upload buffer."""
+
+    def __init__(self, files: dict[str, str | os.PathLike], device: str = "auto", backend: str = "auto",
+                 threads: int | None = None):
+        self.recognizers = {name: Recognizer(path, device, backend=backend, threads=threads)
+                            for name, path in files.items()}
+        self.lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.recognizers)
+
+    def pipeline(self, name: str) -> Pipeline:
+        return Pipeline(_Shared(self.recognizers[name], self.lock))
+
+
+@dataclass
+class _Shared:
+    recognizer: Recognizer
+    lock: threading.Lock
+
+    def predict(self, batch: np.ndarray):
+        with self.lock:
+            return self.recognizer.predict(batch)
+
+
+@dataclass
+class Reading:
+    """What one request read, kept per tab so a digit can be picked afterwards."""
+
+    dets: Detections  # in reading order, boxes in pixels of the processed frame
+    show_scale: float  # pixels of the image shown per pixel of the processed frame
+    record: dict  # the JSONL record
+
+    def choices(self) -> list[tuple[str, int]]:
+        return [(f"#{i + 1}: {int(d)} ({100 * float(c):.0f} %)", i)
+                for i, (d, c) in enumerate(zip(self.dets.digits, self.dets.confidence))]
+
+
+@dataclass
+class Webcam:
+    """One tab's webcam: its own reader (ink polarity, tracker) and frame rate."""
+
+    model: str
+    reader: Reader
+    last: float = 0.0  # time of the previous frame
+    fps: float = 0.0  # moving average of frames per second
+
+
+# --- one request --------------------------------------------------------------------------------
+
+class Frames:
+    """The frames a tab sends, as a source for the live app's `frame_stream`: each request puts
+    one in and takes the reading out, so uploads, drawings and webcam frames take the same path
+    as the frames of `camera_inferencer.py`."""
+
+    fps = None
+
+    def __init__(self, name: str, live: bool):
+        self.name = self.current_name = name
+        self.live = live
+        self.frame: np.ndarray | None = None
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        frame, self.frame = self.frame, None
+        return frame is not None, frame
+
+    def release(self) -> None:
+        self.frame = None
+
+
+class Reader:
+    """One tab's stream of frames through a model's pipeline, tracked for the webcam."""
+
+    def __init__(self, pipeline: Pipeline, name: str, track: bool):
+        self.source = Frames(name, live=track)
+        self.stream = frame_stream(self.source, pipeline, Tracker() if track else None, MAX_SIDE)
+
+    def read(self, frame: np.ndarray, hud: HudInfo | None = None) -> tuple[np.ndarray, Reading, list[str]]:
+        """A BGR frame -> (annotated RGB image to show, the reading, the numbers line by line)."""
+        self.source.frame = frame
+        shown = next(self.stream)
+        if shown is None:  # frame_stream skipped a frame it could not use
+            raise UserError("the image has no pixels")
+        if hud is not None:
+            hud.timings = shown.result.timings
+        r = shown.result
+        image = draw_overlay(shown.frame, r.detections, shown.lines, OverlayConfig(inset=False), hud, r.rejected,
+                             r.mask)
+        k = min(1.0, SHOW_SIDE / max(image.shape[:2]))
+        if k < 1.0:
+            image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB), Reading(r.detections, k, record(shown)), shown.lines
+
+
+def read_once(pipeline: Pipeline, frame: np.ndarray, name: str) -> tuple[np.ndarray, Reading, list[str]]:
+    return Reader(pipeline, name, track=False).read(frame)
+
+
+def digit_views(reading: Reading | None, index: int | None) -> tuple[np.ndarray | None, dict | None, np.ndarray | None]:
+    """The picked digit -> (its 28x28 model input, enlarged; its ten probabilities; its attention
+    rollout over that input as a heatmap). Nothing when there is no such digit."""
+    if reading is None or index is None or not 0 <= index < len(reading.dets):
+        return None, None, None
+    d = reading.dets
+    crop = cv2.resize(d.crops[index], (224, 224), interpolation=cv2.INTER_NEAREST)
+    probs = {str(k): float(p) for k, p in enumerate(d.probs[index])}
+    attn = cv2.resize(np.clip(d.attn[index], 0, 1).astype(np.float32), (224, 224), interpolation=cv2.INTER_CUBIC)
+    heat = cv2.applyColorMap((np.clip(attn, 0, 1) * 255).astype(np.uint8), JET)
+    ink = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+    blend = cv2.addWeighted(heat, 0.6, ink, 0.4, 0)
+    return crop, probs, cv2.cvtColor(blend, cv2.COLOR_BGR2RGB)
+
+
+def picked_at(reading: Reading | None, x: float, y: float) -> int | None:
+    """The digit whose box holds the point (x, y) of the image shown, else the nearest one."""
+    if reading is None or len(reading.dets) == 0:
+        return None
+    b = reading.dets.boxes.astype(np.float64) * reading.show_scale
+    cx, cy = b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2
+    inside = (x >= b[:, 0]) & (x <= b[:, 0] + b[:, 2]) & (y >= b[:, 1]) & (y <= b[:, 1] + b[:, 3])
+    dist = np.hypot(cx - x, cy - y) - 1e6 * inside
+    return int(np.argmin(dist))
+
+
+def summary(lines: list[str], n: int, ms: float) -> str:
+    if not n:
+        return f"No digits found ({ms:.0f} ms). Write darker or larger, or hold the page closer."
+    text = "  \n".join(f"`{line}`" for line in lines)
+    return f"**{n} digit{'s' * (n != 1)}** in {ms:.0f} ms, line by line:  \n{text}"
+
+
+def save_json(record: dict, path: Path) -> str:
+    """The record as a file to download; one per tab and view, overwritten, so they stay few."""
+    path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return str(path)
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+ATTENTION_TEXT = """\
+**What the attention map shows.** The transformer cuts the 28x28 digit into a grid of patches
+(7x7 for `accurate`, 4x4 for `fast`) and reads the class from a CLS token that attends to them.
+The map is the *attention rollout*: every layer's attention, averaged over heads, with the
+skip connections added, multiplied through the layers, so it says how much each patch fed the
+CLS token in the end. Red is where the model looked most: usually the strokes that tell a digit
+from its look-alikes (the bar of a 7, the closed loop of a 9 against a 4, the gap of a 5 against a 6).
+The overlay tints the paper under each digit with the same map."""
+
+
+def about_markdown(models: Models) -> str:
+    rows = ["| model | file | params | stem | tokens | width | depth | heads | MLP |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in models.recognizers.items():
+        c = r.model.cfg
+        stem = f"{c.stem_channels} -> {2 * c.stem_channels} ch, /{c.stem_stride}" if c.stem_channels else "none"
+        rows.append(f"| `{name}` | `{r.name}` | {r.params:,} | {stem} | {c.grid}x{c.grid} + CLS | {c.embed_dim} | "
+                    f"{c.depth} | {c.num_heads} | {c.mlp_ratio:g}x |")
+    card = ROOT / "artifacts" / "MODEL_CARD.md"
+    card_text = card.read_text(encoding="utf-8") if card.exists() else ""
+    card_text = card_text.replace("\n# ", "\n### ").replace("\n## ", "\n#### ")
+    if card_text.startswith("# "):
+        card_text = "### " + card_text[2:]
+    return (
+        "## How a picture is read\n"
+        "Every tab runs the live app's pipeline: an OpenCV detector finds each digit on the page, each "
+        "one is turned into an MNIST digit (white on black, fitted into 20x20, centred in 28x28), and a "
+        "Vision Transformer written from scratch in PyTorch reads them all in one batch. Digits are "
+        "read back in lines, left to right; on the webcam they are tracked from frame to frame and "
+        "their probabilities smoothed.\n\n"
+        "## Architecture\n"
+        "A small convolutional stem (two 3x3 convs), a strided-convolution patch embedding, a "
+        "learnable CLS token and position embeddings, pre-norm transformer blocks and a linear head "
+        "on the CLS token (`backend/model/vit.py`).\n\n" + "\n".join(rows) + "\n\n" + ATTENTION_TEXT +
+        "\n\n## Model cards\n" + card_text)
+
+
+def build_app(models: Models, tmp_dir: str | None = None) -> gr.Blocks:
+    tmp_dir = tmp_dir or tempfile.mkdtemp(prefix="digits_web_")
+
+    def upload(path, model, request: gr.Request):
+        t0 = time.perf_counter()
+        if not path:
+            return None, "Upload a photo of handwritten digits.", None, None, None, gr.update(choices=[], value=None)
+        try:
+            frame = decode_upload(path)
+        except UserError as e:
+            return None, f"**Cannot read this file:** {e}", None, None, None, gr.update(choices=[], value=None)
+        return _answer(read_once(models.pipeline(model), frame, Path(path).name), t0, f"{request.session_hash}-upload")
+
+    def draw(sketch, model, request: gr.Request):
+        t0 = time.perf_counter()
+        img = None if sketch is None else sketch.get("composite")
+        if img is None or img.size == 0 or (img.shape[-1] == 4 and not img[..., 3].any()):
+            return None, "Draw digits with the mouse or a finger.", None, None, None, gr.update(choices=[], value=None)
+        frame = to_bgr8(cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA))  # strokes on a transparent canvas: over white
+        return _answer(read_once(models.pipeline(model), frame, "sketchpad"), t0, f"{request.session_hash}-draw")
+
+    def _answer(out, t0, json_name: str):
+        shown, reading, lines = out
+        ms = (time.perf_counter() - t0) * 1e3
+        text = json.dumps(reading.record)
+        choice = 0 if len(reading.dets) else None
+        return (shown, summary(lines, len(reading.dets), ms), reading, text, save_json(reading.record, Path(tmp_dir) / f"{json_name}.json"),
+                gr.update(choices=reading.choices(), value=choice))
+
+    def webcam(frame, model, state: Webcam | None):
+        if frame is None:
+            return None, state, ""
+        if state is None or state.model != model:
+            state = Webcam(model, Reader(models.pipeline(model), "webcam", track=True))
+        now = time.perf_counter()
+        if state.last and now - state.last < 5.0:  # a pause (tab hidden, camera stopped) restarts the average
+            state.fps = 0.9 * state.fps + 0.1 / (now - state.last) if state.fps else 1.0 / (now - state.last)
+        state.last = now
+        r = models.recognizers[model]
+        hud = HudInfo(fps=state.fps, device=f"{r.device} {r.backend}", model=f"{model} ({r.params / 1e6:.2f} M params)")
+        shown, _, lines = state.reader.read(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), hud)
+        text = f"{state.fps:.1f} frames/s  \n" + ("  \n".join(f"`{line}`" for line in lines) or "no digits")
+        return shown, state, text
+
+    # Gradio's copies of uploads and results are deleted after an hour (checked every 15 minutes).
+    with gr.Blocks(title="Digits Transformer", delete_cache=(900, 3600)) as app:
+        with gr.Row(equal_height=True):
+            gr.Markdown("# Digits Transformer\nHandwritten digits read by a Vision Transformer: "
+                        "upload a photo, draw, or point your webcam at a page.")
+            model = gr.Radio(models.names, value=models.names[0], label="Model", scale=0)
+        with gr.Tab("Upload", id="upload"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    file = gr.File(label=f"Photo (JPEG, PNG, WebP; up to {MAX_UPLOAD_MB} MB)", file_types=["image"],
+                                   elem_id="upload-file")
+                    status = gr.Markdown("Upload a photo of handwritten digits.", elem_id="upload-status")
+                with gr.Column(scale=2):
+                    shown = gr.Image(label="Digits read (click one to inspect it)", type="numpy", format="jpeg",
+                                     interactive=False, elem_id="upload-result")
+            up_outputs = _details(shown, status, "upload")
+        with gr.Tab("Draw", id="draw"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    pad = gr.Sketchpad(label="Draw several digits (undo and clear are in the toolbar)",
+                                       canvas_size=(960, 400), type="numpy", layers=False, transforms=(),
+                                       brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=12),
+                                       elem_id="draw-pad")
+                    d_status = gr.Markdown("Draw digits with the mouse or a finger.", elem_id="draw-status")
+                with gr.Column(scale=2):
+                    d_shown = gr.Image(label="Digits read", type="numpy", format="jpeg", interactive=False,
+                                       elem_id="draw-result")
+            draw_outputs = _details(d_shown, d_status, "draw")
+        with gr.Tab("Webcam", id="webcam"):
+            with gr.Row():
+                cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam-in",
+                               webcam_options=gr.WebcamOptions(mirror=False))  # a mirrored page reads backwards
+                cam_out = gr.Image(show_label=False, type="numpy", format="jpeg", interactive=False,
+                                   elem_id="cam-result")
+            cam_text = gr.Markdown(elem_id="cam-status")
+            cam_state = gr.State()
+        with gr.Tab("About", id="about"):
+            gr.Markdown(about_markdown(models), elem_id="about")
+
+        file.change(upload, [file, model], up_outputs)
+        pad.change(draw, [pad, model], draw_outputs, trigger_mode="always_last", show_progress="hidden")
+        model.change(upload, [file, model], up_outputs).then(draw, [pad, model], draw_outputs)
+        cam.stream(webcam, [cam, model, cam_state], [cam_out, cam_state, cam_text], stream_every=0.04,
+                   concurrency_limit=4, show_progress="hidden")
+    return app
+
+
+def _details(shown: gr.Image, status: gr.Markdown, key: str) -> list:
+    """The panel under a result: the digits to pick from, the picked digit's model input,
+    probabilities and attention, and the JSON record to copy or download."""
+    reading = gr.State()
+    with gr.Row():
+        pick = gr.Dropdown(label="Digit", choices=[], type="value", elem_id=f"{key}-pick", scale=1)
+        crop = gr.Image(label="Model input 28x28", type="numpy", interactive=False, height=200, scale=1,
+                        elem_id=f"{key}-crop")
+        probs = gr.Label(label="Probabilities", num_top_classes=10, scale=2, elem_id=f"{key}-probs")
+        attn = gr.Image(label="Attention rollout", type="numpy", interactive=False, height=200, scale=1,
+                        elem_id=f"{key}-attn")
+    with gr.Accordion("JSON (as in --jsonl)", open=False):
+        code = gr.Code(language="json", label="Record", elem_id=f"{key}-json")
+        download = gr.File(label="Download", elem_id=f"{key}-download")
+    pick.change(digit_views, [reading, pick], [crop, probs, attn])
+
+    def on_select(r: Reading | None, evt: gr.SelectData):
+        i = picked_at(r, *evt.index[:2]) if evt.index else None
+        return gr.update(value=i)
+
+    shown.select(on_select, [reading], [pick])
+    return [shown, status, reading, code, download, pick]
+
+
+def serve(models: Models, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    """Start the app; returns it (serving on a thread) when `block` is False. UserError when the
+    address cannot be used."""
+    if not 0 < port < 65536:
+        raise UserError(f"--port {port}: a port is 1-65535")
+    app = build_app(models)
+    # System fonts: the default theme fetches Google's, which an offline machine cannot reach.
+    theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    try:
+        app.launch(server_name=host, server_port=port, max_file_size=f"{MAX_UPLOAD_MB}mb", theme=theme,
+                   prevent_thread_lock=True, quiet=True, ssr_mode=False, show_error=True)
+    except OSError as e:
+        raise UserError(f"cannot serve on {host}:{port}: the port is taken or the address is not this "
+                        f"machine's ({first_line(e, 60)}); try another --port or --host") from None
+    if block:
+        print(f"Digits Transformer in the browser: {app.local_url}  (Ctrl+C stops)", flush=True)
+        app.block_thread()
+    return app
