@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="address the browser app listens on (default: %(default)s, this machine only; "
                         "0.0.0.0 serves other machines)")
     p.add_argument("--port", type=positive_int, default=7860, help="port of the browser app (default: %(default)s)")
-    p.add_argument("--data-dir", default=None, help="draw the demo scene from the MNIST test set in DIR (default: the 300 shipped digits)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="draw the demo scene from the MNIST test set in DIR (default: the 300 shipped digits)")
     p.add_argument("--recordings-dir", default="recordings", help="where the r key records (default: %(default)s)")
     p.add_argument("--snapshots-dir", default="snapshots", help="where the s key saves PNGs (default: %(default)s)")
     args = p.parse_args(argv)

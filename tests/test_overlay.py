@@ -7,7 +7,7 @@ import pytest
 
 from app_fakes import digit_frame
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE
-from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay, heatmap_tint
+from backend.live.overlay import MIN_FONT, HudInfo, Layout, OverlayConfig, draw_overlay, heatmap_tint, place_label
 from backend.frame.detections import Detections
 
 BOX = [60, 80, 50, 70]
@@ -129,3 +129,64 @@ def test_heatmap_matches_the_plain_computation(box):
     reference_tint(plain, box, attn, 0.55)
     assert not np.array_equal(fast, frame)
     assert np.abs(fast.astype(int) - plain).max() <= 1
+
+
+# --- layout: labels and panels never hide a digit ---------------------------------------------
+
+def intersects(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def box_rects(boxes):
+    return [(x, y, x + w + 1, y + h + 1) for x, y, w, h in np.asarray(boxes).tolist()]  # the drawn line included
+
+
+def dense_page():
+    """A 1280x960 sheet with about 200 small digits in rows and free paper below them."""
+    from backend.frame import synth
+
+    cfg = synth.SceneConfig(width=1280, height=960, min_digits=200, max_digits=200, min_height=28, max_height=34,
+                            closeup_p=0, light_on_dark_p=0, table_p=0, perspective=0.0, shadow_p=0, ruled_p=0)
+    return synth.render_scene(np.random.default_rng(1), *synth.demo_digits(), cfg)
+
+
+BUSY_HUD = HudInfo(fps=24.0, timings={"detect": 3.0, "preprocess": 1.0, "model": 6.0, "draw": 2.0},
+                   device="cpu onnx", model="digits_vit.pt", recording="recordings/rec_001.mp4", paused=True,
+                   status="snapshot saved: snapshots/snap_001.png")
+
+
+@pytest.mark.parametrize("help_on", [False, True], ids=["plain", "help"])
+def test_dense_page_panels_and_labels_cover_no_digit(help_on):
+    page = dense_page()
+    assert len(page.boxes) >= 150
+    dets = readings(boxes=page.boxes)
+    layout = Layout(page.image.shape, dets.boxes)
+    lines = [" ".join("".join(map(str, page.labels[n])) for n in line) for line in page.lines]
+    draw_overlay(page.image, dets, lines, OverlayConfig(help=help_on), BUSY_HUD, layout=layout)
+    expected = {"hud", "numbers", "status", "inset"} | ({"help"} if help_on else set())
+    assert set(layout.panels) == expected
+    boxes = box_rects(dets.boxes)
+    for name, panel in layout.panels.items():
+        assert not any(intersects(panel, b) for b in boxes), f"{name} covers a digit"
+        assert not any(intersects(panel, lab) for lab in layout.labels), f"{name} covers a label"
+        assert not any(intersects(panel, other) for n, other in layout.panels.items() if n != name)
+    assert len(layout.labels) >= 0.8 * len(boxes)  # crowded rows still label most digits
+    for i, lab in enumerate(layout.labels):
+        assert not any(intersects(lab, b) for b in boxes), "a label covers a digit"
+        assert not any(intersects(lab, other) for other in layout.labels[i + 1:]), "two labels overlap"
+
+
+def test_labels_on_a_small_strip_stay_legible_and_apart():
+    """A 640x67 photo of a row of digits: labels keep a legible size and their pieces apart,
+    and the pause state still shows."""
+    boxes = [[12 + 62 * i, 22, 22, 38] for i in range(10)]
+    frame = np.full((67, 640, 3), 200, np.uint8)
+    dets = readings(boxes=boxes)
+    layout = Layout(frame.shape, dets.boxes)
+    draw_overlay(frame, dets, ["0123456789"], OverlayConfig(), BUSY_HUD, layout=layout)
+    assert "hud" in layout.panels and len(layout.labels) == 10
+    for lab in layout.labels:
+        assert not any(intersects(lab, b) for b in box_rects(boxes))
+    placed = place_label(Layout(frame.shape, dets.boxes[:1]), dets.boxes[0], 5, 0.96, 0.5)
+    (x0, y0, x1, y1), parts, th = placed
+    assert [t for t, _ in parts] == ["5", "96%"] and min(f for _, f in parts) >= MIN_FONT

@@ -8,6 +8,7 @@ switched off in ``OverlayConfig``. Sizes scale with the frame, so labels stay re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -69,6 +70,12 @@ def ui_scale(frame: np.ndarray) -> float:
     return float(np.clip(max(frame.shape[0], frame.shape[1] * 9 / 16) / 720.0, 0.45, 3.0))
 
 
+@lru_cache(maxsize=4096)
+def text_size(text: str, scale: float, thickness: int = 1) -> tuple[int, int]:
+    """(width, height above the baseline) of `text` in pixels; labels repeat, so sizes are cached."""
+    return cv2.getTextSize(text, FONT, scale, thickness)[0]
+
+
 def conf_colour(conf: float) -> tuple[int, int, int]:
     for threshold, colour in CONF_COLOURS:
         if conf >= threshold:
@@ -126,135 +133,278 @@ def heatmap_tint(img: np.ndarray, box: np.ndarray, attn: np.ndarray, strength: f
     roi[:] = cv2.blendLinear(roi, colours, 1.0 - k, k)
 
 
-def draw_label(img: np.ndarray, box: np.ndarray, text: str, colour, s: float) -> None:
-    """A filled label with dark text above the box (inside its top edge when there is no room)."""
+# --- layout: what must stay visible, and where the rest can go --------------------------------
+
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end exclusive
+MIN_FONT = 0.4  # smallest Hershey scale that stays legible (capitals ~8 px): spaces stay visible
+
+
+class Layout:
+    """The frame's occupied pixels: digit boxes first, then each label and panel as it is placed.
+
+    Labels go where they cover neither another digit nor another label; panels go to the free
+    place nearest their corner, smaller when they do not fit, and translucent as a last resort.
+    The rectangles are kept (``boxes``, ``labels``, ``panels``) so tests can check the layout.
+    """
+
+    def __init__(self, shape: tuple[int, ...], boxes: np.ndarray):
+        self.h, self.w = shape[:2]
+        self.taken = np.zeros((self.h, self.w), np.uint8)
+        self.boxes: list[Rect] = []
+        self.labels: list[Rect] = []
+        self.panels: dict[str, Rect] = {}
+        self._integral: np.ndarray | None = None  # of `taken`, kept until something is placed
+        for x, y, w, h in np.asarray(boxes, np.int64).reshape(-1, 4):
+            self.boxes.append(self._clip((x - 1, y - 1, x + w + 2, y + h + 2)))  # the box's line included
+            self.take(self.boxes[-1])
+
+    def _clip(self, r: Rect) -> Rect:
+        return max(0, r[0]), max(0, r[1]), min(self.w, r[2]), min(self.h, r[3])
+
+    def take(self, r: Rect) -> None:
+        x0, y0, x1, y1 = self._clip(r)
+        self.taken[y0:y1, x0:x1] = 1
+        self._integral = None
+
+    def is_free(self, r: Rect) -> bool:
+        inside = r[0] >= 0 and r[1] >= 0 and r[2] <= self.w and r[3] <= self.h
+        return inside and not self.taken[r[1]:r[3], r[0]:r[2]].any()
+
+    def find(self, w: int, h: int, prefer: tuple[float, float], margin: int) -> tuple[Rect, int] | None:
+        """The w x h place with the fewest occupied pixels, nearest the preferred point (fractions
+        of the frame: (0, 0) top left, (1, 1) bottom right); None when it does not fit at all."""
+        if w > self.w or h > self.h:
+            return None
+        m = margin if w + 2 * margin <= self.w and h + 2 * margin <= self.h else 0
+        step = max(4, min(self.w, self.h) // 60)  # a coarse grid: about 60 places a side
+        xs = np.unique(np.r_[np.arange(m, self.w - w - m + 1, step), self.w - w - m])
+        ys = np.unique(np.r_[np.arange(m, self.h - h - m + 1, step), self.h - h - m])
+        if self._integral is None:
+            self._integral = cv2.integral(self.taken)  # (h + 1, w + 1) int32: occupied pixels above and left
+        ii = self._integral
+        covered = ii[ys + h][:, xs + w] - ii[ys][:, xs + w] - ii[ys + h][:, xs] + ii[ys][:, xs]
+        dist = (np.abs(ys - prefer[1] * (self.h - h - 2 * m) - m)[:, None] / self.h
+                + np.abs(xs - prefer[0] * (self.w - w - 2 * m) - m)[None, :] / self.w)
+        i, j = np.unravel_index(np.argmin(covered * 4.0 + dist), covered.shape)
+        x, y = int(xs[j]), int(ys[i])
+        return (x, y, x + w, y + h), int(covered[i, j])
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+def label_parts(digit: int, conf: float, fs: float, extra: str = "") -> list[tuple[str, float]]:
+    """A label's pieces, drawn apart so they never run together: the digit, its confidence smaller."""
+    small = max(MIN_FONT, 0.72 * fs)
+    return [(str(digit), fs)] + ([(f"{100 * conf:.0f}%", small)] if conf >= 0 else []) + \
+        ([(extra, small)] if extra else [])
+
+
+def parts_size(parts: list[tuple[str, float]], th: int) -> tuple[int, int, int]:
+    """(width, height above the baseline, gap between parts) of label pieces in pixels."""
+    sizes = [text_size(t, f, th) for t, f in parts]
+    gap = max(3, int(round(0.45 * sizes[0][0])))
+    return sum(w for w, _ in sizes) + gap * (len(parts) - 1), max(h for _, h in sizes), gap
+
+
+def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: float,
+                extra: str = "") -> tuple[Rect, list[tuple[str, float]], int] | None:
+    """Where the label of `box` goes: above it, else below, else beside; the confidence dropped
+    and the text smaller when crowded; None when even the digit alone fits nowhere."""
     x, y, w, h = (int(v) for v in box)
-    fs = min(max(h / 100.0, 0.5), 1.0) * s
-    th = max(1, int(round(1.6 * s)))
-    (tw, tht), base = cv2.getTextSize(text, FONT, fs, th)
-    pad = max(2, int(round(4 * s)))
-    top = y - tht - base - 2 * pad
-    if top < 0:
-        top = y
-    x0 = min(max(x, 0), max(0, img.shape[1] - tw - 2 * pad))
-    cv2.rectangle(img, (x0, top), (x0 + tw + 2 * pad, top + tht + base + 2 * pad), colour, -1)
-    put_text(img, text, (x0 + pad, top + pad + tht), fs, (20, 20, 20), th)
+    th = max(1, int(round(1.4 * s)))
+    base = max(min(max(h / 100.0, 0.5), 1.0) * s, MIN_FONT)
+    small = max(MIN_FONT, 0.75 * base)
+    # Above the box before below it, so each label reads as its own digit's; only the digit
+    # when the confidence would not fit, smaller as a last resort.
+    for above in (True, False):
+        for fs, full in ((base, True), (base, False), (small, False), (MIN_FONT, False)):
+            parts = label_parts(digit, conf if full else -1.0, fs, extra if full else "")
+            tw, tht, _ = parts_size(parts, th)
+            pad = max(1, int(round(2.5 * s * fs / base)))
+            lw, lh = tw + 2 * pad, tht + 2 * pad + th
+            ly = y - lh - 1 if above else y + h + 2
+            for lx in (x + (w - lw) // 2, x, x + w - lw):
+                r = (lx, ly, lx + lw, ly + lh)
+                if layout.is_free(r):
+                    layout.take(r)
+                    layout.labels.append(r)
+                    return r, parts, th
+    return None
 
 
-def draw_detections(img: np.ndarray, dets: Detections, cfg: OverlayConfig, s: float, show_ids: bool = False) -> None:
+def draw_label(img: np.ndarray, rect: Rect, parts: list[tuple[str, float]], th: int, colour) -> None:
+    """A filled label in the box's colour, its pieces in dark text on one baseline."""
+    x0, y0, x1, y1 = rect
+    cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), colour, -1)
+    tw, tht, gap = parts_size(parts, th)
+    x = x0 + (x1 - x0 - tw) // 2
+    baseline = y0 + (y1 - y0 + tht) // 2 - th // 2
+    for text, fs in parts:
+        put_text(img, text, (x, baseline), fs, (20, 20, 20), th)
+        x += text_size(text, fs, th)[0] + gap
+
+
+def draw_detections(img: np.ndarray, dets: Detections, cfg: OverlayConfig, s: float, layout: Layout,
+                    show_ids: bool = False) -> None:
     attn = dets.attn if cfg.attention_kind == "rollout" or dets.attn_last is None else dets.attn_last
     if cfg.attention and attn is not None:
         for box, a in zip(dets.boxes, attn):
             heatmap_tint(img, box, a, cfg.heat_strength)
     lw = max(1, int(round(2 * s)))
-    for i, (box, digit, conf) in enumerate(zip(dets.boxes, dets.digits, dets.confidence)):
-        colour = conf_colour(float(conf))
-        x, y, w, h = (int(v) for v in box)
+    for box, conf in zip(dets.boxes, dets.confidence):
         if cfg.boxes:
-            cv2.rectangle(img, (x, y), (x + w, y + h), colour, lw, cv2.LINE_AA)
-        if cfg.labels:
-            text = f"{int(digit)} {100 * float(conf):.0f}%"
-            if show_ids and dets.track_ids is not None:
-                text += f" #{int(dets.track_ids[i])}"
-            draw_label(img, box, text, colour, s)
-
-
-def draw_numbers(img: np.ndarray, lines: list[str], s: float) -> None:
-    """The numbers read, one text line per line of writing, in a panel at the top right."""
-    if not lines:
+            x, y, w, h = (int(v) for v in box)
+            cv2.rectangle(img, (x, y), (x + w, y + h), conf_colour(float(conf)), lw, cv2.LINE_AA)
+    if not cfg.labels:
         return
-    fs, th = 0.8 * s, max(1, int(round(1.6 * s)))
-    shown = lines[:6] + ([f"... {len(lines) - 6} more lines"] if len(lines) > 6 else [])
-    lh = int(round(34 * s))
-    pad = int(round(10 * s))
-    title_h = int(round(22 * s))
-    width = max(max(cv2.getTextSize(t, FONT, fs, th)[0][0] for t in shown), int(130 * s)) + 2 * pad
-    x0 = img.shape[1] - width - pad
-    shade(img, x0, pad, x0 + width, pad + title_h + lh * len(shown) + pad, 0.65)
-    put_text(img, "numbers read", (x0 + pad, pad + int(round(17 * s))), 0.5 * s, (200, 200, 200), 1)
-    for i, t in enumerate(shown):
-        put_text(img, t, (x0 + pad, pad + title_h + lh * (i + 1) - int(round(8 * s))), fs, (120, 255, 140), th)
+    for i, (box, digit, conf) in enumerate(zip(dets.boxes, dets.digits, dets.confidence)):
+        extra = f"#{int(dets.track_ids[i])}" if show_ids and dets.track_ids is not None else ""
+        placed = place_label(layout, box, int(digit), float(conf), s, extra)
+        if placed is not None:
+            draw_label(img, placed[0], placed[1], placed[2], conf_colour(float(conf)))
 
 
-def draw_inset(img: np.ndarray, dets: Detections, s: float) -> None:
-    """The 28x28 crops the model actually sees, enlarged, with the digit read from each."""
+# --- panels --------------------------------------------------------------------------------------
+
+Row = tuple[str, tuple[int, int, int], float]  # text ("key\tvalue": two columns), colour, relative size
+
+
+def _panel_metrics(rows: list[Row], fs: float, s: float) -> tuple[int, int, list[float], int]:
+    """(padding, stroke, each row's font scale, width of the first column of tabbed rows)."""
+    pad = max(3, int(round(8 * s * fs)))
+    th = max(1, int(round(1.6 * s * fs)))
+    scales = [max(MIN_FONT, fs * k) for _, _, k in rows]  # a small title stays legible
+    col = max((text_size(t.split("\t")[0], f, th)[0] for (t, _, _), f in zip(rows, scales)
+               if "\t" in t), default=0)
+    return pad, th, scales, col + (int(round(24 * fs)) if col else 0)
+
+
+def text_panel_size(rows: list[Row], fs: float, s: float) -> tuple[int, int]:
+    pad, th, scales, col = _panel_metrics(rows, fs, s)
+    w = max((col if "\t" in t else 0) + text_size(t.split("\t")[-1], f, th)[0]
+            for (t, _, _), f in zip(rows, scales))
+    return w + 2 * pad, sum(int(round(30 * f)) for f in scales) + 2 * pad
+
+
+def draw_text_panel(img: np.ndarray, rect: Rect, rows: list[Row], fs: float, s: float, alpha: float) -> None:
+    x0, y0, x1, y1 = rect
+    shade(img, x0, y0, x1, y1, alpha)
+    pad, th, scales, col = _panel_metrics(rows, fs, s)
+    y = y0 + pad
+    for (text, colour, _), f in zip(rows, scales):
+        lh = int(round(30 * f))
+        base = y + lh - int(round(9 * f))
+        if colour == RED:  # a recording dot before the file name
+            r = max(2, int(round(8 * f)))
+            cv2.circle(img, (x0 + pad + r, y + lh // 2), r, RED, -1, cv2.LINE_AA)
+            text = "    " + text[5:]
+        if "\t" in text:
+            key, text = text.split("\t")
+            put_text(img, key, (x0 + pad, base), f, (120, 255, 140), th)
+            put_text(img, text, (x0 + pad + col, base), f, colour, th)
+        else:
+            put_text(img, text, (x0 + pad, base), f, colour, th)
+        y += lh
+
+
+def place_panel(layout: Layout, name: str, variants: list[tuple[list[Row], float]], prefer: tuple[float, float],
+                s: float, modal: bool = False) -> tuple[Rect, list[Row], float, float] | None:
+    """The first variant (rows, font scale), largest first, that fits on free pixels; else the
+    last one where it covers least, translucent, or (modal: the help the user asked for) the
+    first one at its preferred place, dark. Returns (rect, rows, font scale, shade alpha)."""
+    margin = max(2, int(round(8 * s)))
+    best = None
+    for rows, fs in variants:
+        found = layout.find(*text_panel_size(rows, fs, s), prefer, margin)
+        if found is None:
+            continue
+        if found[1] == 0:
+            best = (found[0], rows, fs, 0.65)
+            break
+        best = (found[0], rows, fs, 0.3)
+    else:
+        if modal:
+            rows, fs = variants[0]
+            w, h = text_panel_size(rows, fs, s)
+            x, y = max(0, int(prefer[0] * (layout.w - w))), max(0, int(prefer[1] * (layout.h - h)))
+            best = ((x, y, x + w, y + h), rows, fs, 0.8)
+    if best is not None:
+        layout.take(best[0])
+        layout.panels[name] = best[0]
+    return best
+
+
+def shrinking(rows: list[Row], fs: float) -> list[tuple[list[Row], float]]:
+    """A panel's rows at its font scale, then smaller down to the smallest legible one."""
+    return [(rows, max(MIN_FONT, fs * k)) for k in (1.0, 0.8, 0.65)]
+
+
+def hud_variants(hud: HudInfo, n_digits: int, s: float) -> list[tuple[list[Row], float]]:
+    """FPS and per-stage latency, device and model, recording and pause state; then one line;
+    then only the state (recording, paused) when nothing else fits."""
+    t = hud.timings
+    stages = "   ".join(f"{k} {t[k]:.1f}" for k in ("detect", "preprocess", "model", "draw") if k in t)
+    state = ([(f"REC  {hud.recording}", RED, 1.0)] if hud.recording else []) + \
+        ([("PAUSED  (space to resume)", (40, 200, 240), 1.0)] if hud.paused else [])
+    full = [(f"FPS {hud.fps:.1f}    {stages} ms" if stages else f"FPS {hud.fps:.1f}", WHITE, 1.0),
+            (f"{hud.device}   |   {hud.model}   |   {n_digits} digit{'s' if n_digits != 1 else ''}", WHITE, 1.0)]
+    total = sum(t.get(k, 0.0) for k in ("detect", "preprocess", "model", "draw"))
+    line = f"{hud.fps:.0f} fps   {total:.0f} ms   {hud.device}"
+    short = [(line, WHITE, 1.0)] + [("REC" if c == RED else "PAUSED", c, k) for _, c, k in state]
+    tiny = [("REC" if c == RED else "PAUSED", c, k) for _, c, k in state]
+    fs = 0.5 * s
+    return shrinking(full + state, fs) + shrinking(short, fs) + (shrinking(tiny, fs) if tiny else [])
+
+
+def numbers_variants(lines: list[str], s: float) -> list[tuple[list[Row], float]]:
+    """The numbers read, one row per line of writing under a title; fewer rows when crowded."""
+    out = []
+    for keep in (6, 3, 1):
+        shown = lines[:keep] + ([f"... {len(lines) - keep} more lines"] if len(lines) > keep else [])
+        rows = [("numbers read", (200, 200, 200), 0.7)] + [(t, (120, 255, 140), 1.0) for t in shown]
+        out += shrinking(rows, 0.8 * s)
+    return out
+
+
+def draw_inset(img: np.ndarray, dets: Detections, s: float, layout: Layout) -> None:
+    """The 28x28 crops the model actually sees, enlarged, with the digit read from each; fewer
+    and smaller crops where space is short, none when they would cover a digit."""
     if dets.crops is None or len(dets) == 0:
         return
-    cell = max(28, int(round(56 * s)))
     gap = max(2, int(round(4 * s)))
-    label_h = int(round(20 * s))
-    pad = int(round(10 * s))
-    n = min(len(dets), (img.shape[1] // 2 - pad) // (cell + gap))
-    title = "model input 28x28"
-    title_w = cv2.getTextSize(title, FONT, 0.45 * s, 1)[0][0]
-    width = max(n * (cell + gap), title_w + gap) + gap  # the title fits even over one crop
-    x0 = img.shape[1] - width - pad
-    title_h = int(round(20 * s))
-    y0 = img.shape[0] - cell - label_h - title_h - 2 * gap - pad
-    if n < 1 or y0 < img.shape[0] // 2:  # no room on a tiny frame
+    for cell in (max(28, int(round(56 * s))), 28):
+        label_h = max(12, int(round(0.36 * cell)))
+        title_h = max(12, int(round(20 * s)))
+        for n in (min(len(dets), 8), min(len(dets), 4), 1):
+            width = n * (cell + gap) + gap
+            found = layout.find(width, title_h + cell + label_h + 2 * gap, (1.0, 1.0), max(2, int(round(8 * s))))
+            if found is not None and found[1] == 0:
+                break
+        else:
+            continue
+        break
+    else:
         return
-    shade(img, x0, y0, x0 + width, img.shape[0] - pad, 0.7)
-    put_text(img, title, (x0 + gap, y0 + int(round(15 * s))), 0.45 * s, (200, 200, 200), 1)
+    (x0, y0, x1, y1), _ = found
+    layout.take(found[0])
+    layout.panels["inset"] = found[0]
+    shade(img, x0, y0, x1, y1, 0.7)
+    fs = max(MIN_FONT * 0.9, 0.4 * s)
+    title = "model input 28x28" if text_size("model input 28x28", fs)[0] < width else "input"
+    put_text(img, title, (x0 + gap, y0 + title_h - gap), fs, (200, 200, 200), 1)
     for i in range(n):  # detections come in reading order
-        cx = x0 + gap + i * (cell + gap)
-        cy = y0 + title_h + gap
+        cx, cy = x0 + gap + i * (cell + gap), y0 + title_h + gap
         crop = cv2.resize(dets.crops[i], (cell, cell), interpolation=cv2.INTER_NEAREST)
         img[cy:cy + cell, cx:cx + cell] = crop[..., None]
         cv2.rectangle(img, (cx, cy), (cx + cell - 1, cy + cell - 1), (90, 90, 90), 1)
         t = str(int(dets.digits[i]))
-        put_text(img, t, (cx + cell // 2 - int(6 * s), cy + cell + label_h - int(4 * s)), 0.55 * s,
+        tw = text_size(t, fs * 1.2)[0]
+        put_text(img, t, (cx + (cell - tw) // 2, cy + cell + label_h - gap), fs * 1.2,
                  conf_colour(float(dets.confidence[i])), 1)
 
 
-def draw_hud(img: np.ndarray, hud: HudInfo, n_digits: int, s: float) -> None:
-    """Top-left panel: FPS and per-stage latency, device and model, recording and pause state."""
-    t = hud.timings
-    stages = "  ".join(f"{k} {t[k]:.1f}" for k in ("detect", "preprocess", "model", "draw") if k in t)
-    lines = [(f"FPS {hud.fps:5.1f}   {stages} ms" if stages else f"FPS {hud.fps:5.1f}", WHITE),
-             (f"{hud.device}  |  {hud.model}  |  {n_digits} digit{'s' if n_digits != 1 else ''}", WHITE)]
-    if hud.recording:
-        lines.append((f"REC  {hud.recording}", RED))
-    if hud.paused:
-        lines.append(("PAUSED  (space to resume)", (40, 200, 240)))
-    fs = 0.5 * s
-    lh = int(round(22 * s))
-    pad = int(round(8 * s))
-    width = max(cv2.getTextSize(text, FONT, fs, 1)[0][0] for text, _ in lines) + 2 * pad
-    shade(img, 0, 0, width + pad, lh * len(lines) + 2 * pad, 0.6)
-    for i, (text, colour) in enumerate(lines):
-        y = pad + lh * (i + 1) - int(round(6 * s))
-        if colour == RED:  # a recording dot before the file name
-            cv2.circle(img, (pad + int(round(5 * s)), y - int(round(5 * s))), max(2, int(round(5 * s))), RED, -1,
-                       cv2.LINE_AA)
-            text = "    " + text[5:]
-        put_text(img, text, (pad, y), fs, colour, 1)
-
-
-def draw_status(img: np.ndarray, text: str, s: float) -> None:
-    fs, th = 0.65 * s, max(1, int(round(1.5 * s)))
-    (tw, tht), base = cv2.getTextSize(text, FONT, fs, th)
-    pad = int(round(8 * s))
-    x = (img.shape[1] - tw) // 2
-    y = int(round(60 * s))
-    shade(img, x - pad, y - tht - pad, x + tw + pad, y + base + pad, 0.65)
-    put_text(img, text, (x, y), fs, WHITE, th)
-
-
-def draw_help(img: np.ndarray, s: float) -> None:
-    fs, th = 0.6 * s, 1
-    lh = int(round(30 * s))
-    pad = int(round(16 * s))
-    key_w = int(round(110 * s))
-    width = key_w + max(cv2.getTextSize(d, FONT, fs, th)[0][0] for _, d in HELP_LINES) + 2 * pad
-    height = lh * (len(HELP_LINES) + 1) + 2 * pad
-    x0 = max(0, (img.shape[1] - width) // 2)
-    y0 = max(0, (img.shape[0] - height) // 2)
-    shade(img, x0, y0, x0 + width, y0 + height, 0.75)
-    put_text(img, "keys", (x0 + pad, y0 + pad + int(20 * s)), 0.7 * s, (40, 200, 240), max(1, int(round(1.5 * s))))
-    for i, (k, d) in enumerate(HELP_LINES):
-        y = y0 + pad + lh * (i + 2) - int(8 * s)
-        put_text(img, k, (x0 + pad, y), fs, (120, 255, 140), th)
-        put_text(img, d, (x0 + pad + key_w, y), fs, WHITE, th)
+def help_rows() -> list[Row]:
+    return [("keys", (40, 200, 240), 1.1)] + [(f"{k}\t{d}", WHITE, 1.0) for k, d in HELP_LINES]
 
 
 def debug_view(frame: np.ndarray, mask: np.ndarray | None, dets: Detections, rejected: Detections | None,
@@ -279,28 +429,36 @@ def debug_view(frame: np.ndarray, mask: np.ndarray | None, dets: Detections, rej
 
 def draw_overlay(frame: np.ndarray, dets: Detections, lines: list[str], cfg: OverlayConfig,
                  hud: HudInfo | None = None, rejected: Detections | None = None,
-                 mask: np.ndarray | None = None) -> np.ndarray:
+                 mask: np.ndarray | None = None, layout: Layout | None = None) -> np.ndarray:
     """Frame (H, W, 3) BGR uint8 + readings -> a new annotated BGR uint8 image of the same size.
 
     dets: the digits to show (boxes in frame pixels); lines: the numbers read, one string per
-    line of writing (numbers separated by spaces); mask: the
-    detector's threshold mask (any size, for the debug view); rejected: low-confidence candidates.
+    line of writing (numbers separated by spaces); mask: the detector's threshold mask (any size,
+    for the debug view); rejected: low-confidence candidates. Labels and panels are placed where
+    they hide no digit (see Layout); pass `layout` to see where they went.
     """
     s = ui_scale(frame)
+    layout = layout if layout is not None else Layout(frame.shape, dets.boxes)
     if cfg.debug:
         img = debug_view(frame, mask, dets, rejected, s)
-        draw_detections(img, dets, OverlayConfig(attention=False), s, show_ids=True)
+        draw_detections(img, dets, OverlayConfig(attention=False), s, layout, show_ids=True)
     else:
         img = frame.copy()
-        draw_detections(img, dets, cfg, s)
-    if cfg.numbers:
-        draw_numbers(img, lines, s)
-    if cfg.inset:
-        draw_inset(img, dets, s)
-    if cfg.hud and hud is not None:
-        draw_hud(img, hud, len(dets), s)
+        draw_detections(img, dets, cfg, s, layout)
+    panels = []  # (name, variants, preferred place); the first placed gets the best spot
     if hud is not None and hud.status:
-        draw_status(img, hud.status, s)
-    if cfg.help:
-        draw_help(img, s)
+        panels.append(("status", shrinking([(hud.status, WHITE, 1.0)], 0.65 * s), (0.5, 0.0)))
+    if cfg.hud and hud is not None:
+        panels.append(("hud", hud_variants(hud, len(dets), s), (0.0, 0.0)))
+    if cfg.numbers and lines:
+        panels.append(("numbers", numbers_variants(lines, s), (1.0, 0.0)))
+    for name, variants, prefer in panels:
+        placed = place_panel(layout, name, variants, prefer, s)
+        if placed is not None:
+            draw_text_panel(img, placed[0], placed[1], placed[2], s, placed[3])
+    if cfg.inset:
+        draw_inset(img, dets, s, layout)
+    if cfg.help:  # last: where it hides nothing, else over the middle until h closes it
+        placed = place_panel(layout, "help", shrinking(help_rows(), 0.6 * s), (0.5, 0.5), s, modal=True)
+        draw_text_panel(img, placed[0], placed[1], placed[2], s, placed[3])
     return img
