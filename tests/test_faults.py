@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -17,6 +19,7 @@ import camera_inferencer
 from app_fakes import FakeCapture, digit_frame, video_info, write_video
 from backend.live.app import AppConfig, run_app
 from backend.errors import SourceError
+from backend.live.recorder import RECORD_EXT
 from backend.live.sources import DemoSource, LiveCapture, LiveConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,50 +57,48 @@ def test_lost_camera_ends_with_exit_1_and_a_finalised_recording(tmp_path, pipeli
     assert n >= 1 and video_info(tmp_path / "out.mp4")[:3] == (n, 320, 240)
 
 
-def signal_run(tmp_path: Path, ckpt: Path, sig: int) -> tuple[int, str, Path, Path]:
+def signal_run(tmp_path: Path, ckpt: Path, sigs: list[int], out_name: str) -> tuple[int, str, Path, Path]:
+    """Record a generated video in a subprocess, send it `sigs` once its JSONL holds 5 lines."""
     video = write_video(tmp_path / "long.avi", [digit_frame("42", seed=i % 7, shift=i % 3) for i in range(400)])
-    out, log = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    out, log = tmp_path / out_name, tmp_path / "out.jsonl"
     cmd = [sys.executable, str(ROOT / "camera_inferencer.py"), "--source", str(video), "--no-display",
            "--record", str(out), "--jsonl", str(log), "--checkpoint", str(ckpt), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= 5:
+        if log.exists() and log.read_text().count("\n") >= (5 if sigs[0] != signal.SIGKILL else 60):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the signal"
-    proc.send_signal(sig)
+    for sig in sigs:  # several: an impatient user pressing Ctrl+C again while it finalises
+        proc.send_signal(sig)
+        time.sleep(0.01)
     _, err = proc.communicate(timeout=30)
     return proc.returncode, err, out, log
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_while_recording_leaves_complete_outputs(tmp_path, ckpt, sig, code):
-    rc, err, out, log = signal_run(tmp_path, ckpt, sig)
+@pytest.mark.parametrize("sigs, code", [([signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGINT] * 3, 130)],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-x3"])
+def test_signal_while_recording_leaves_complete_outputs(tmp_path, ckpt, sigs, code):
+    rc, err, out, log = signal_run(tmp_path, ckpt, sigs, "out.mp4")
     assert rc == code, err
-    assert "Traceback" not in err and "interrupted" in err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
     recs = lines(log)
     assert [r["frame"] for r in recs] == list(range(len(recs)))
     n, w, h, _ = video_info(out)
     assert (n, w, h) == (len(recs), 320, 240), "every frame written before the signal is in the video"
 
 
-def test_pickle_payload_checkpoint_is_refused_without_running(tmp_path, capsys):
-    marker = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-
-    import torch
-
-    evil = tmp_path / "evil.pt"
-    torch.save({"config": {}, "model": Payload()}, evil)
-    code = camera_inferencer.main(["--source", "demo", "--no-display", "--checkpoint", str(evil)])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: ")
-    assert not marker.exists()
+def test_a_hard_kill_leaves_the_default_recording_playable(tmp_path, ckpt):
+    """SIGKILL (or the out-of-memory killer) gives no chance to finalise: the default container
+    (.mkv) still plays what was written; an .mp4 would hold no playable frame."""
+    assert RECORD_EXT == ".mkv"
+    rc, err, out, log = signal_run(tmp_path, ckpt, [signal.SIGKILL], "out" + RECORD_EXT)
+    assert rc == -signal.SIGKILL
+    recs = lines(log)  # whole lines only, even now
+    n, w, h, _ = video_info(out)
+    assert (w, h) == (320, 240) and len(recs) >= 60 and n >= len(recs) // 2, (n, len(recs))
 
 
 def test_short_soak_keeps_memory_flat(pipeline):
@@ -120,3 +121,67 @@ def test_short_soak_keeps_memory_flat(pipeline):
     end = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert end - mid < 1_000_000, f"traced memory grew by {(end - mid) / 1e6:.1f} MB over 60 frames"
+
+
+def test_a_full_disk_stops_the_run_with_exit_3_and_says_what_was_kept(tmp_path, ckpt, capsys, monkeypatch):
+    video = write_video(tmp_path / "v.avi", [digit_frame("42", seed=i) for i in range(20)])
+    run = ["--source", str(video), "--no-display", "--checkpoint", str(ckpt), "--record", str(tmp_path / "out.mkv")]
+    # A disk that fails every write (ENOSPC) under the JSONL.
+    assert camera_inferencer.main(run + ["--jsonl", "/dev/full"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left" in err[0] and "out.mkv finalised (0 frames)" in err[0], err
+
+    # A disk that fills up after 5 frames: both outputs stop at the same whole frame, still playable.
+    checks = iter(range(1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(
+        1 << 40, 0, 1 << 40 if next(checks) < 10 else 1 << 20))  # 2 checks (video, JSONL) per frame
+    assert camera_inferencer.main(run + ["--jsonl", str(tmp_path / "out.jsonl")]) == 3
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: disk full") and "finalised (5 frames)" in err[0], err
+    assert len(lines(tmp_path / "out.jsonl")) == 5 and video_info(tmp_path / "out.mkv")[0] == 5
+
+
+@pytest.mark.parametrize("args", [["--record", "{v}"], ["--jsonl", "{v}"], ["--jsonl", "{d}/o.mkv", "--record", "{d}/o.mkv"]],
+                         ids=["record-over-input", "jsonl-over-input", "jsonl-is-record"])
+def test_outputs_over_the_input_are_refused_before_anything_is_written(tmp_path, ckpt, args, capsys):
+    video = write_video(tmp_path / "v.avi", [digit_frame("42", seed=i) for i in range(5)])
+    before = video.read_bytes()
+    argv = [a.format(v=video, d=tmp_path) for a in args]
+    code = camera_inferencer.main(["--source", str(video), "--no-display", "--checkpoint", str(ckpt), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --")
+    assert video.read_bytes() == before and not (tmp_path / "o.mkv").exists()
+
+
+def test_file_names_that_are_not_utf8_give_strict_json(tmp_path, ckpt):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), digit_frame("7"))
+    os.rename(photos / "a.png", os.path.join(os.fsencode(photos), b"caf\xe9.png"))  # a Latin-1 name
+    code = camera_inferencer.main(["--source", str(photos), "--no-display", "--checkpoint", str(ckpt),
+                                   "--jsonl", str(tmp_path / "o.jsonl")])
+    text = (tmp_path / "o.jsonl").read_bytes().decode("utf-8")  # strict UTF-8
+    assert code == 0 and json.loads(text)["source"].endswith("caf\ufffd.png") and "\\ud" not in text
+
+
+def test_a_qt_platform_opencv_lacks_is_exit_2_not_an_abort(tmp_path, monkeypatch, capsys):
+    from backend.live.app import qt_platforms
+
+    found = qt_platforms()
+    if found is None or "offscreen" in found:
+        pytest.skip("this OpenCV's Qt has an offscreen platform (or its plugins cannot be listed)")
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    cv2.imwrite(str(tmp_path / "a.png"), digit_frame("7"))
+    assert camera_inferencer.main(["--source", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert "QT_QPA_PLATFORM=offscreen" in err and err.count("\n") == 1
+
+
+def test_odd_flags_are_tamed_or_refused(tmp_path, capsys):
+    assert camera_inferencer.parse_args(["--threads", "5000"]).threads == os.cpu_count()
+    assert "more than the" in capsys.readouterr().err
+    assert camera_inferencer.main(["--source", "", "--no-display"]) == 2  # not the current folder
+    missing = tmp_path / "no_data"
+    assert camera_inferencer.main(["--source", "demo", "--no-display", "--data-dir", str(missing)]) == 2
+    assert not missing.exists() and "no such folder" in capsys.readouterr().err

@@ -1,14 +1,17 @@
 """Recorder and JSONL writer: files are finalised and complete whatever ends the writing."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 
 from app_fakes import video_info
-from backend.errors import UserError
-from backend.live.recorder import JsonlWriter, VideoRecorder, letterbox, next_numbered_path
+from backend.errors import OutputError, UserError
+from backend.live.recorder import RESERVE_BYTES, JsonlWriter, VideoRecorder, letterbox, next_numbered_path
 
 
 def frames(n: int, size=(160, 120)):
@@ -103,3 +106,60 @@ def test_odd_source_rates_still_record(tmp_path, fps):
         for f in frames(4):
             rec.write(f)
     assert video_info(tmp_path / "odd.mp4")[0] == 4
+
+
+def test_jsonl_on_a_full_disk_stops_with_exit_code_3(tmp_path):
+    log = JsonlWriter("/dev/full")  # every write fails with ENOSPC
+    with pytest.raises(OutputError, match="No space left") as e:
+        log.write({"frame": 0})
+    assert e.value.code == 3 and "0 whole records" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_jsonl_write_that_fails_half_way_is_cut_back_to_whole_lines(tmp_path):
+    path = tmp_path / "log.jsonl"
+    log = JsonlWriter(path)
+    log.write({"frame": 0})
+    real = log._fh
+
+    class FillsUp:  # the disk takes half the next line, then is full
+        def write(self, data):
+            real.write(bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def truncate(self, size):
+            return real.truncate(size)
+
+    log._fh = FillsUp()
+    with pytest.raises(OutputError, match="1 whole records"):
+        log.write({"frame": 1, "detections": [{"digit": 7}] * 20})
+    log._fh = real
+    log.close()
+    assert path.read_text() == '{"frame": 0}\n'
+
+
+def test_recording_stops_while_the_disk_can_still_finalise_it(tmp_path, monkeypatch):
+    path = tmp_path / "out.mkv"
+    left = iter([RESERVE_BYTES * 10] * 12 + [RESERVE_BYTES // 2] * 100)  # free space as the disk fills up
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 0, next(left)))
+    with pytest.raises(OutputError, match="disk full") as e:
+        with VideoRecorder(path, fps=10) as rec:
+            for f in frames(30):
+                rec.write(f)
+    monkeypatch.undo()
+    assert e.value.code == 3 and video_info(path)[:3] == (12, 160, 120)
+
+
+def test_names_that_are_not_utf8_still_give_strict_json(tmp_path):
+    name = os.fsdecode(b"/photos/caf\xe9.jpg")  # Latin-1 bytes: a lone surrogate in Python
+    path = tmp_path / "log.jsonl"
+    with JsonlWriter(path) as log:
+        log.write({"source": name, "numbers": ["7"]})
+    text = path.read_bytes().decode("utf-8")  # strict: raises on anything but valid UTF-8
+    assert "\\ud" not in text and json.loads(text)["source"] == "/photos/caf\ufffd.jpg"
+
+
+def test_a_given_video_size_holds_frames_of_any_shape(tmp_path):
+    with VideoRecorder(tmp_path / "fixed.mkv", fps=10, size=(320, 240)) as rec:
+        rec.write(np.full((1, 1, 3), 255, np.uint8))  # a 1x1 first frame does not set the size
+        rec.write(np.full((20, 1000, 3), 255, np.uint8))
+    assert video_info(tmp_path / "fixed.mkv")[:3] == (2, 320, 240)

@@ -1,7 +1,11 @@
 """Sources: frame normalisation, files and folders, the threaded camera reader, demo and draw pad."""
 from __future__ import annotations
 
+import io
+import os
+import struct
 import time
+import zlib
 
 import cv2
 import numpy as np
@@ -10,7 +14,8 @@ import pytest
 from app_fakes import FakeCapture, digit_frame, write_video
 from backend.errors import SourceError, UserError
 from backend.live.sources import (DemoSource, DrawPad, FolderSource, ImageSource, LiveCapture, LiveConfig,
-                             VideoFileSource, open_camera, open_source, prepare_frame, to_bgr8)
+                                  VideoFileSource, decode_image, open_camera, open_source, prepare_frame,
+                                  refuse_overwrites, to_bgr8)
 
 H, W = 24, 32
 
@@ -245,3 +250,104 @@ def test_draw_pad_draws_and_clears():
     assert drawn[55, 75].max() < 100 and drawn[20, 150].min() > 200
     pad.clear()
     assert np.array_equal(pad.read()[1], blank)
+
+
+# --- photos as taken, hostile images, inputs that are not files -------------------------------
+
+def _marked(w=6, h=4) -> np.ndarray:
+    """(h, w, 3) image whose every pixel differs, so any rotation or flip shows."""
+    return np.arange(w * h * 3, dtype=np.uint8).reshape(h, w, 3) * 2
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_does(orientation):
+    from PIL import Image, ImageOps
+
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_marked()).save(buf, "PNG", exif=exif)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).convert("RGB"))
+    got = decode_image(buf.getvalue())[:, :, ::-1]  # BGR -> RGB
+    assert got.shape == upright.shape and np.array_equal(got, upright)
+
+
+def test_a_portrait_phone_photo_stored_sideways_reads_upright(tmp_path):
+    from PIL import Image
+
+    portrait = digit_frame("7", size=(240, 320))  # what the camera saw: 240 wide, 320 tall
+    stored = np.ascontiguousarray(np.rot90(portrait, 1))  # stored landscape, EXIF 6: turn clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored[:, :, ::-1]).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    ok, frame = open_source(str(tmp_path / "phone.jpg")).read()
+    assert frame.shape == (320, 240, 3) and np.abs(frame.astype(int) - portrait).mean() < 3
+
+
+def _png_header(width: int, height: int, colour: int = 6) -> bytes:
+    """A PNG that claims width x height RGBA pixels: the header of a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side, message", [(30000, "over 178,956,970 pixels"),  # past Pillow's own limit
+                                           (12000, "12000x12000; the limit is 100,000,000")])  # past ours
+def test_decompression_bombs_are_refused_from_the_header(tmp_path, monkeypatch, side, message):
+    (tmp_path / "bomb.png").write_bytes(_png_header(side, side))
+    cv2_imdecode = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded a bomb"))
+    with pytest.raises(UserError, match="too large") as e:
+        open_source(str(tmp_path / "bomb.png"))
+    assert e.value.code == 2 and message in str(e.value)
+    monkeypatch.setattr(cv2, "imdecode", cv2_imdecode)
+    # The limit is a setting: a small one refuses an ordinary photo too.
+    cv2.imwrite(str(tmp_path / "ok.png"), digit_frame("3"))
+    with pytest.raises(UserError, match="limit is 1,000 pixels"):
+        open_source(str(tmp_path / "ok.png"), max_pixels=1000)
+
+
+def test_a_folder_skips_a_bomb_with_a_warning_and_reads_the_rest(tmp_path):
+    (tmp_path / "a_bomb.png").write_bytes(_png_header(30000, 30000))
+    cv2.imwrite(str(tmp_path / "b.png"), digit_frame("3"))
+    warnings = []
+    src = FolderSource(tmp_path, warn=warnings.append)
+    ok, frame = src.read()
+    assert ok and frame.shape == (240, 320, 3) and src.current_name.endswith("b.png")
+    assert len(warnings) == 1 and "a_bomb.png" in warnings[0] and "too large" in warnings[0]
+
+
+def test_a_folder_video_holds_every_image_whatever_comes_first(tmp_path):
+    cv2.imwrite(str(tmp_path / "a_dot.png"), np.zeros((1, 1, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "b_strip.png"), np.full((200, 10000, 3), 255, np.uint8))
+    cv2.imwrite(str(tmp_path / "c_page.png"), digit_frame("5", size=(640, 480)))
+    w, h = FolderSource(tmp_path).frame_size
+    # The 640x480 page keeps its full size, the strip its shape: neither takes the first image's.
+    assert w >= 640 and h >= 480 and w / h <= 4 and max(w, h) <= 1920 and w % 2 == h % 2 == 0
+
+
+def test_an_empty_source_or_a_pipe_is_refused(tmp_path):
+    with pytest.raises(UserError, match="empty"):
+        open_source("")  # would read the current folder
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UserError, match="pipe"):  # would block inside OpenCV, deaf to Ctrl+C
+        open_source(str(tmp_path / "fifo"))
+
+
+@pytest.mark.parametrize("source, outputs, message", [
+    ("v.avi", {"--record": "v.avi"}, "is the input"),
+    ("x.png", {"--jsonl": "./x.png"}, "is the input"),
+    ("v.avi", {"--jsonl": "o.mkv", "--record": "o.mkv"}, "same file"),
+    ("photos", {"--jsonl": "photos/p.png"}, "one of the input images"),
+])
+def test_outputs_that_would_overwrite_an_input_are_refused(tmp_path, monkeypatch, source, outputs, message):
+    monkeypatch.chdir(tmp_path)
+    for name in ("v.avi", "x.png", "photos/p.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"precious")
+    with pytest.raises(UserError, match=message):
+        refuse_overwrites(source, outputs)
+    refuse_overwrites(source, {flag: f"new{i}_" + path.replace("/", "_") for i, (flag, path) in enumerate(outputs.items())})
+    assert all((tmp_path / n).read_bytes() == b"precious" for n in ("v.avi", "x.png", "photos/p.png"))

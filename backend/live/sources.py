@@ -183,11 +183,13 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
 def recording_size(sizes: list[tuple[int, int]], max_side: int = MAX_SIDE,
                    limit: int = RECORD_SIDE) -> tuple[int, int] | None:
     """The video size that holds every one of these frame sizes (after prepare_frame caps them at
-    `max_side`), shrunk to at most `limit` on its longer side; None for no sizes."""
+    `max_side`), at most 4:1 so that one strip does not flatten the rest, shrunk to at most
+    `limit` on its longer side; None for no sizes."""
     fitted = [(w * s, h * s) for w, h in sizes for s in [min(1.0, max_side / max(w, h))]]
     if not fitted:
         return None
     w, h = max(f[0] for f in fitted), max(f[1] for f in fitted)
+    w, h = max(w, h / 4), max(h, w / 4)
     s = min(1.0, limit / max(w, h))
     return max(2, round(w * s / 2) * 2), max(2, round(h * s / 2) * 2)  # even sides suit every codec
 
