@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", action="store_true",
                    help="also draw training curves and an attention gallery (with --eval, or on its own)")
     p.add_argument("--metrics", default=None, metavar="JSONL",
-                   help="training log for the curves (default: metrics.jsonl beside the checkpoint, if any)")
+                   help="training log for the curves (default: the history inside the checkpoint, else "
+                        "metrics.jsonl beside it)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET, help="model size (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help="epochs of the schedule (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,

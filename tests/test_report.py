@@ -69,3 +69,29 @@ def test_eval_with_report_adds_the_pictures(mnist_dir, tmp_path, capsys):
                  "--data-dir", str(mnist_dir), "--report-dir", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
     assert {"metrics.json", "confusion_matrix.png", "training_curves.png", "attention_gallery.png"} <= names
+    assert "MNIST test" in capsys.readouterr().err  # the evaluation's progress bar
+
+
+def test_curves_keep_every_phase_of_a_fine_tuned_model(mnist_dir, tmp_path, monkeypatch):
+    """A --init run stores the history it started from as earlier phases; the report draws all of
+    it, not only the last phase that the run's own metrics.jsonl holds."""
+    from backend.training import report
+
+    history = [_row(1, 0.5), _row(2, 0.7), {**_row(1, 0.75), "phase": 1}]
+    save_atomic({"config": TINY.to_dict(), "model": VisionTransformer(TINY).state_dict(), "history": history},
+                tmp_path / "best.pt")
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(history[-1]) + "\n")
+    plotted = []
+    monkeypatch.setattr(report, "plot_training_curves", lambda rows, path, title: plotted.append(rows))
+    write_report(tmp_path / "best.pt", tmp_path / "report", str(mnist_dir))
+    assert [(r.get("phase", 0), r["epoch"]) for r in plotted[0]] == [(0, 1), (0, 2), (1, 1)]
+    (tmp_path / "all.jsonl").write_text("\n".join(json.dumps(r) for r in history) + "\n")
+    assert len(read_metrics(tmp_path / "all.jsonl")) == 3  # epoch 1 of each phase kept
+
+
+def test_curves_of_several_phases_draw(tmp_path):
+    from backend.training.report import plot_training_curves
+
+    rows = [_row(1, 0.5), _row(2, 0.7), {**_row(1, 0.75), "phase": 1}, {**_row(2, 0.8), "phase": 1}]
+    plot_training_curves(rows, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 10_000

@@ -87,13 +87,14 @@ def test_training_learns_and_an_interrupted_run_resumes_as_it_was(tmp_path, mnis
     assert (report / "confusion_matrix.png").stat().st_size > 0
 
 
-def test_fine_tuning_starts_from_init_weights_with_extra_digits(tmp_path, mnist_dir, tiny):
+def test_fine_tuning_starts_from_init_weights_with_extra_digits(tmp_path, mnist_dir, tiny, capsys):
     torch.manual_seed(1)
     init = tmp_path / "init.pt"
     from backend.model.vit import VisionTransformer
 
     start = VisionTransformer(TINY).state_dict()
-    save_atomic({"config": TINY.to_dict(), "model": start, "preset": "tiny"}, init)
+    earlier = [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5} for e in (1, 2)]
+    save_atomic({"config": TINY.to_dict(), "model": start, "preset": "tiny", "history": earlier}, init)
     images = np.zeros((40, 28, 28), np.uint8)
     images[:, 6:22, 12:16] = 255
     np.savez(tmp_path / "extra.npz", images=images, labels=np.ones(40, np.int64))
@@ -105,6 +106,14 @@ def test_fine_tuning_starts_from_init_weights_with_extra_digits(tmp_path, mnist_
     assert all(torch.allclose(tuned["model"][k].float(), v.float(), atol=1e-5) for k, v in start.items()
                if v.is_floating_point() and "running" not in k)
     assert tuned["epoch"] == 1 and tuned["preset"] == "tiny"  # a fresh schedule, the init's model
+    # The history goes on from the init's, as a second phase, so the report draws both.
+    assert [(r["phase"], r["epoch"]) for r in tuned["history"]] == [(0, 1), (0, 2), (1, 1)]
+    # The end of training says where the checkpoints are and what to run next.
+    out = capsys.readouterr().out.strip().splitlines()
+    best = tmp_path / "ft" / "best.pt"
+    assert out[-3].startswith("done in ") and f"in {best}" in out[-3] and str(tmp_path / "ft" / "last.pt") in out[-3]
+    assert out[-2].split() == ["evaluate", "it:", "python", "main.py", "--eval", "--checkpoint", str(best)]
+    assert out[-1].split()[2:5] == ["python", "camera_inferencer.py", "--checkpoint"]
     np.savez(tmp_path / "bad.npz", images=np.zeros((5, 32, 32), np.uint8), labels=np.arange(5))
     with pytest.raises(UserError, match="expected images"):
         train(replace(tc, extra_data=str(tmp_path / "bad.npz"), out=str(tmp_path / "b")))

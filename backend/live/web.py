@@ -143,11 +143,12 @@ class Reader:
         shown = next(self.stream)
         if shown is None:  # frame_stream skipped a frame it could not use
             raise UserError("the image has no pixels")
-        if hud is not None:
-            hud.timings = shown.result.timings
         r = shown.result
-        image = draw_overlay(shown.frame, r.detections, shown.lines, OverlayConfig(inset=False), hud, r.rejected,
-                             r.mask)
+        if hud is not None:
+            hud.timings = r.timings
+        # The page lists the numbers and shows the model's input beside the image: not drawn again.
+        image = draw_overlay(shown.frame, r.detections, shown.lines, OverlayConfig(numbers=False, inset=False), hud,
+                             r.rejected, r.mask)
         k = min(1.0, SHOW_SIDE / max(image.shape[:2]))
         if k < 1.0:
             image = cv2.resize(image, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
@@ -294,7 +295,7 @@ def build_app(models: Models, tmp_dir: str | None = None) -> gr.Blocks:
                     status = gr.Markdown("Upload a photo of handwritten digits.", elem_id="upload-status")
                 with gr.Column(scale=2):
                     shown = gr.Image(label="Digits read (click one to inspect it)", type="numpy", format="jpeg",
-                                     interactive=False, elem_id="upload-result")
+                                     interactive=False, buttons=["download", "fullscreen"], elem_id="upload-result")
             up_outputs = _details(shown, status, "upload")
         with gr.Tab("Draw", id="draw"):
             with gr.Row():
@@ -306,14 +307,14 @@ def build_app(models: Models, tmp_dir: str | None = None) -> gr.Blocks:
                     d_status = gr.Markdown("Draw digits with the mouse or a finger.", elem_id="draw-status")
                 with gr.Column(scale=2):
                     d_shown = gr.Image(label="Digits read", type="numpy", format="jpeg", interactive=False,
-                                       elem_id="draw-result")
+                                       buttons=["download", "fullscreen"], elem_id="draw-result")
             draw_outputs = _details(d_shown, d_status, "draw")
         with gr.Tab("Webcam", id="webcam"):
             with gr.Row():
                 cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera", elem_id="cam-in",
                                webcam_options=gr.WebcamOptions(mirror=False))  # a mirrored page reads backwards
                 cam_out = gr.Image(show_label=False, type="numpy", format="jpeg", interactive=False,
-                                   elem_id="cam-result")
+                                   buttons=["fullscreen"], elem_id="cam-result")
             cam_text = gr.Markdown(elem_id="cam-status")
             cam_state = gr.State()
         with gr.Tab("About", id="about"):
@@ -333,11 +334,11 @@ def _details(shown: gr.Image, status: gr.Markdown, key: str) -> list:
     reading = gr.State()
     with gr.Row():
         pick = gr.Dropdown(label="Digit", choices=[], type="value", elem_id=f"{key}-pick", scale=1)
-        crop = gr.Image(label="Model input 28x28", type="numpy", interactive=False, height=200, scale=1,
-                        elem_id=f"{key}-crop")
+        crop = gr.Image(label="Model input 28x28", type="numpy", format="png", interactive=False, buttons=[],
+                        height=200, scale=1, elem_id=f"{key}-crop")
         probs = gr.Label(label="Probabilities", num_top_classes=10, scale=2, elem_id=f"{key}-probs")
-        attn = gr.Image(label="Attention rollout", type="numpy", interactive=False, height=200, scale=1,
-                        elem_id=f"{key}-attn")
+        attn = gr.Image(label="Attention rollout", type="numpy", format="png", interactive=False, buttons=[],
+                        height=200, scale=1, elem_id=f"{key}-attn")
     with gr.Accordion("JSON (as in --jsonl)", open=False):
         code = gr.Code(language="json", label="Record", elem_id=f"{key}-json")
         download = gr.File(label="Download", elem_id=f"{key}-download")

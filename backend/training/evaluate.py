@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from backend.model.checkpoint import load_model
 from backend.training.data import test_set
@@ -86,7 +87,7 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
     loader = DataLoader(ds, batch_size=500)
     preds, confs, labels, images = [], [], [], []
     t_model = 0.0
-    for x, y in loader:
+    for x, y in tqdm(loader, desc="MNIST test", unit="batch", leave=False, dynamic_ncols=True):
         x = x.to(dev)
         t0 = time.perf_counter()
         probs = model(x).float().softmax(1)

@@ -3,8 +3,9 @@
   python main.py --report --checkpoint runs/train/best.pt     (curves + gallery)
   python main.py --eval --report ...                         (the same, plus the test-set report)
 
-Training curves come from the metrics.jsonl that training appends to in its --out folder (one
-JSON object per epoch), or from the history stored inside the checkpoint when there is no log.
+Training curves come from the history stored inside the checkpoint, which a fine-tuning run
+(--init) carries over from the weights it started from, so every phase shows; or from a
+metrics.jsonl that training appends to in its --out folder (one JSON object per epoch).
 The attention gallery shows test digits with the CLS token's attention in every layer (heads
 averaged) and the attention rollout over all layers.
 """
@@ -25,7 +26,7 @@ from backend.model.vit import VisionTransformer, attention_rollout, last_layer_c
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """Rows of a metrics.jsonl, one per epoch. A resumed run may repeat epochs: the last row wins."""
-    rows: dict[int, dict] = {}
+    rows: dict[tuple[int, int], dict] = {}
     try:
         with open(path) as fh:
             for n, line in enumerate(fh, 1):
@@ -35,7 +36,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     raise UserError(f"{path}: line {n} is not JSON") from None
-                rows[int(row["epoch"])] = row
+                rows[int(row.get("phase", 0)), int(row["epoch"])] = row
     except OSError as e:
         raise UserError(f"cannot read training log {path}: {e.strerror or e}") from None
     return [rows[k] for k in sorted(rows)]
@@ -50,7 +51,7 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike, title: str =
 
     if not rows:
         raise UserError("no training metrics to plot (empty log)")
-    ep = [r["epoch"] for r in rows]
+    ep = list(range(1, len(rows) + 1))  # epochs counted across the phases (--init runs)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(ep, [r["train_loss"] for r in rows], "o-", ms=3, label="train (augmented)")
     ax_loss.plot(ep, [r["val_loss"] for r in rows], "o-", ms=3, label="validation")
@@ -63,17 +64,22 @@ def plot_training_curves(rows: list[dict], path: str | os.PathLike, title: str =
     extra = ax_lr.get_legend_handles_labels()
     ax_loss.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8)
     ax_acc.plot(ep, [100 * r["train_acc"] for r in rows], "o-", ms=3, label="train (augmented)")
-    best = max(rows, key=lambda r: r["val_acc"])
+    best = max(range(len(rows)), key=lambda i: rows[i]["val_acc"])
     ax_acc.plot(ep, [100 * r["val_acc"] for r in rows], "o-", ms=3,
-                label=f"validation (best {100 * best['val_acc']:.2f} % at epoch {best['epoch']})")
+                label=f"validation (best {100 * rows[best]['val_acc']:.2f} % at epoch {ep[best]})")
     ax_acc.set(xlabel="epoch", ylabel="accuracy [%]", title="Accuracy")
     ax_acc.legend(fontsize=8)
+    starts = [i for i in range(1, len(rows)) if rows[i].get("phase", 0) != rows[i - 1].get("phase", 0)]
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for i in starts:  # a new phase started from the previous one's weights (--init)
+            ax.axvline(i + 0.5, color="0.5", lw=0.8, ls=":")
     secs = sum(r.get("epoch_time_s", 0.0) for r in rows)
     world = rows[-1].get("world_size", 1)
-    fig.suptitle(f"{title}: {len(rows)} epochs, {secs / 60:.1f} min of training on {world} process(es)", fontsize=10)
+    phases = f" in {len(starts) + 1} phases" if starts else ""
+    fig.suptitle(f"{title}: {len(rows)} epochs{phases}, {secs / 60:.1f} min of training on {world} process(es)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -155,7 +161,7 @@ def write_pictures(model: VisionTransformer, ckpt: dict, out: Path, data_dir: st
     """Training curves (when a log or a stored history exists) and the attention gallery, into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    log = Path(metrics_log) if metrics_log else find_metrics_log(checkpoint)
+    log = Path(metrics_log) if metrics_log else None if ckpt.get("history") else find_metrics_log(checkpoint)
     rows = read_metrics(log) if log else [dict(r) for r in ckpt.get("history", [])]
     if rows:
         plot_training_curves(rows, out / "training_curves.png", title=f"Training of {ckpt.get('preset', 'model')}")

@@ -107,6 +107,7 @@ def lr_lambda(step: int, total: int, warmup: int) -> float:
 def train(tc: TrainConfig) -> dict:
     """Train (or resume) a model; returns the final metrics of rank 0."""
     rank, local_rank, world = _dist_info()
+    t_start = time.time()
     check_config(tc)
     # Saved absolute, so that the resume hint works as printed whatever $DIGITS_DATA_DIR then is.
     tc = replace(tc, data_dir=str(resolve_data_dir(tc.data_dir).absolute()))
@@ -161,12 +162,17 @@ def train(tc: TrainConfig) -> dict:
     total, warmup = tc.epochs * steps_per_epoch, max(1, int(tc.warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, total, warmup))
 
-    start_epoch, best_acc, history = 0, 0.0, []
+    start_epoch, best_acc = 0, 0.0
+    history = []
+    if start is not None and ckpt is None:  # fine-tuning (--init) carries its weights' history, as earlier phases
+        history = [{**r, "phase": r.get("phase", 0)} for r in loaded.get("history", [])]
+    phase = 1 + max(r["phase"] for r in history) if history else 0
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         start_epoch, best_acc = int(ckpt["epoch"]), float(ckpt.get("best_val_acc", 0.0))
         history = list(ckpt.get("history", []))
+        phase = history[-1].get("phase", 0) if history else 0
         if rank == 0 and start_epoch < tc.epochs:
             print(f"resuming from {resume_path} at epoch {start_epoch + 1}/{tc.epochs}")
         elif rank == 0:
@@ -223,7 +229,7 @@ def train(tc: TrainConfig) -> dict:
         val_loss, val_acc = evaluate_loader(model, val_dl, device)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                "val_loss": val_loss, "val_acc": val_acc, "lr": sched.get_last_lr()[0],
-               "epoch_time_s": epoch_time, "world_size": world}
+               "epoch_time_s": epoch_time, "world_size": world, "phase": phase}
         history.append(row)
         print(f"epoch {epoch + 1}/{tc.epochs} train_loss={row['train_loss']:.4f} train_acc={row['train_acc']:.4f} "
               f"val_loss={val_loss:.4f} val_acc={val_acc:.4f} time={epoch_time:.1f}s", flush=True)
@@ -243,7 +249,19 @@ def train(tc: TrainConfig) -> dict:
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    if rank == 0 and history and history[-1].get("phase", 0) == phase:
+        print(summary(out, [r for r in history if r.get("phase", 0) == phase], time.time() - t_start), flush=True)
     return history[-1] if history else {}
+
+
+def summary(out: Path, rows: list[dict], seconds: float) -> str:
+    """What a finished run says: where its checkpoints are, how good it got, and what to run next."""
+    best = max(rows, key=lambda r: r["val_acc"])
+    took = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    return (f"done in {took}: best validation accuracy {100 * best['val_acc']:.2f} % "
+            f"(epoch {best['epoch']}) in {out / 'best.pt'}; the last epoch in {out / 'last.pt'}\n"
+            f"  evaluate it:  python main.py --eval --checkpoint {out / 'best.pt'}\n"
+            f"  use it:       python camera_inferencer.py --checkpoint {out / 'best.pt'} --source demo")
 
 
 def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
