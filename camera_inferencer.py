@@ -100,7 +100,7 @@ def check_display(args: argparse.Namespace) -> None:
         raise UserError(f"{problem}; --draw needs a window: run it where a display is, or read a photo of "
                         "your digits: --source photo.jpg --no-display --jsonl out.jsonl")
     if problem:
-        raise UserError(f"{problem}; run with --no-display (add --record OUT.mp4 or --jsonl OUT.jsonl)")
+        raise UserError(f"{problem}; run with --no-display (add --record OUT.mkv or --jsonl OUT.jsonl)")
 
 
 def list_cameras() -> int:

@@ -139,7 +139,7 @@ class Window:
     def __init__(self, name: str, on_mouse: Callable | None = None):
         problem = display_problem()
         if problem:
-            raise UserError(f"{problem}; run with --no-display (add --record OUT.mp4 or --jsonl OUT.jsonl)")
+            raise UserError(f"{problem}; run with --no-display (add --record OUT.mkv or --jsonl OUT.jsonl)")
         self.name = name
         try:
             cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
