@@ -150,6 +150,10 @@ class Layout:
     def __init__(self, shape: tuple[int, ...], boxes: np.ndarray):
         self.h, self.w = shape[:2]
         self.taken = np.zeros((self.h, self.w), np.uint8)
+        # Panels are searched for on cells of k x k pixels (any pixel taken: the cell is), so
+        # a 4000-pixel photo costs no more than a 1000-pixel frame.
+        self.k = max(1, -(-max(self.h, self.w) // 1024))
+        self.cells = np.zeros((-(-self.h // self.k), -(-self.w // self.k)), np.uint8)
         self.boxes: list[Rect] = []
         self.labels: list[Rect] = []
         self.panels: dict[str, Rect] = {}
@@ -164,30 +168,36 @@ class Layout:
     def take(self, r: Rect) -> None:
         x0, y0, x1, y1 = self._clip(r)
         self.taken[y0:y1, x0:x1] = 1
+        k = self.k
+        self.cells[y0 // k:-(-y1 // k), x0 // k:-(-x1 // k)] = 1
         self._integral = None
 
     def is_free(self, r: Rect) -> bool:
         inside = r[0] >= 0 and r[1] >= 0 and r[2] <= self.w and r[3] <= self.h
         return inside and not self.taken[r[1]:r[3], r[0]:r[2]].any()
 
-    def find(self, w: int, h: int, prefer: tuple[float, float], margin: int) -> tuple[Rect, int] | None:
-        """The w x h place with the fewest occupied pixels, nearest the preferred point (fractions
-        of the frame: (0, 0) top left, (1, 1) bottom right); None when it does not fit at all."""
-        if w > self.w or h > self.h:
+    def find(self, width: int, height: int, prefer: tuple[float, float], margin: int) -> tuple[Rect, int] | None:
+        """The width x height place with the fewest occupied pixels, nearest the preferred point
+        (fractions of the frame: (0, 0) top left, (1, 1) bottom right), and those pixels (about);
+        None when it does not fit at all."""
+        k = self.k
+        W, H = self.w // k, self.h // k  # cells wholly inside the frame
+        w, h, m = -(-width // k), -(-height // k), -(-margin // k)  # the panel and margin in cells, rounded up
+        if w > W or h > H:
             return None
-        m = margin if w + 2 * margin <= self.w and h + 2 * margin <= self.h else 0
-        step = max(4, min(self.w, self.h) // 60)  # a coarse grid: about 60 places a side
-        xs = np.unique(np.r_[np.arange(m, self.w - w - m + 1, step), self.w - w - m])
-        ys = np.unique(np.r_[np.arange(m, self.h - h - m + 1, step), self.h - h - m])
+        m = m if w + 2 * m <= W and h + 2 * m <= H else 0
+        step = max(1, max(4, min(self.w, self.h) // 60) // k)  # about 60 places a side
+        xs = np.unique(np.r_[np.arange(m, W - w - m + 1, step), W - w - m])
+        ys = np.unique(np.r_[np.arange(m, H - h - m + 1, step), H - h - m])
         if self._integral is None:
-            self._integral = cv2.integral(self.taken)  # (h + 1, w + 1) int32: occupied pixels above and left
+            self._integral = cv2.integral(self.cells)  # (rows + 1, cols + 1) int32: taken cells above and left
         ii = self._integral
         covered = ii[ys + h][:, xs + w] - ii[ys][:, xs + w] - ii[ys + h][:, xs] + ii[ys][:, xs]
-        dist = (np.abs(ys - prefer[1] * (self.h - h - 2 * m) - m)[:, None] / self.h
-                + np.abs(xs - prefer[0] * (self.w - w - 2 * m) - m)[None, :] / self.w)
+        dist = (np.abs(ys - prefer[1] * (H - h - 2 * m) - m)[:, None] / H
+                + np.abs(xs - prefer[0] * (W - w - 2 * m) - m)[None, :] / W)
         i, j = np.unravel_index(np.argmin(covered * 4.0 + dist), covered.shape)
-        x, y = int(xs[j]), int(ys[i])
-        return (x, y, x + w, y + h), int(covered[i, j])
+        x, y = int(xs[j]) * k, int(ys[i]) * k
+        return (x, y, x + width, y + height), int(covered[i, j]) * k * k
 
 
 # --- labels --------------------------------------------------------------------------------------
