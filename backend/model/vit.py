@@ -202,6 +202,8 @@ class InferenceHead(nn.Module):
 
     (B, 1, 28, 28) normalised images -> logits (B, 10), probs (B, 10) float32,
     attn (B, depth, heads, N+1, N+1), rollout (B, g, g) and attn_last (B, g, g) in [0, 1].
+    The logits are divided by the config's calibrated temperature, so the probabilities mean
+    what they say (backend.training.calibrate).
     """
 
     OUTPUTS = ("logits", "probs", "attn", "rollout", "attn_last")
@@ -213,5 +215,5 @@ class InferenceHead(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, attn = self.model(x, return_attn=True)
         with torch.autocast(x.device.type, enabled=False):  # post-processing in float32
-            logits, attn = logits.float(), attn.float()
+            logits, attn = logits.float() / self.model.cfg.temperature, attn.float()
             return logits, logits.softmax(dim=1), attn, attention_rollout(attn), last_layer_cls_attention(attn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DATA_ENV = "DIGITS_DATA_DIR"  # MNIST root when --data-dir is not given (backend.training.data)
-AUGMENTS = ("webcam", "light")  # see backend.training.data.train_transform
+AUGMENTS = ("webcam", "styles", "light")  # see backend.training.data.train_transform
 
 
 @dataclass
@@ -26,5 +26,8 @@ class TrainConfig:
     limit: int | None = None  # train on this many images only (smoke tests)
     init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh schedule)
     extra_data: str | None = None  # .npz of extra 28x28 digits mixed into training (backend.training.data.ArrayDigits)
-    augment: str = "webcam"  # webcam | light (backend.training.data.train_transform)
+    augment: str = "webcam"  # webcam | styles | light (backend.training.data.train_transform)
+    teacher: str | None = None  # checkpoint whose logits on the unaugmented images are soft targets (distillation)
+    distill: float = 0.7  # weight of the teacher's soft targets in the loss (the labels get the rest)
+    distill_temperature: float = 2.0  # softmax temperature of the distillation loss
     model_config: dict | None = None  # a ViTConfig as a dict, instead of the preset's (model search)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from backend.model.checkpoint import load_model
+from backend.training.calibrate import expected_calibration_error
 from backend.training.data import test_set
 from backend.model.device import resolve_device
 from backend.frame.mnist import denormalize
@@ -90,7 +91,7 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
     for x, y in tqdm(loader, desc="MNIST test", unit="batch", leave=False, dynamic_ncols=True):
         x = x.to(dev)
         t0 = time.perf_counter()
-        probs = model(x).float().softmax(1)
+        probs = (model(x).float() / model.cfg.temperature).softmax(1)  # calibrated, as at run time
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t_model += time.perf_counter() - t0
@@ -104,6 +105,8 @@ def evaluate(checkpoint: str | None, data_dir: str | None, device: str = "auto",
     wrong = np.flatnonzero(pred != true)
     metrics = {
         "accuracy": float((pred == true).mean()),
+        "ece": expected_calibration_error(conf, pred == true),
+        "temperature": model.cfg.temperature,
         "n_test": int(len(true)),
         "errors": int(len(wrong)),
         "per_class": per_class(cm),

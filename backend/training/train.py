@@ -82,7 +82,8 @@ def check_config(tc: TrainConfig) -> None:
     """UserError for settings that cannot train (nan passes no comparison, so it fails here too)."""
     ranges = {"epochs": tc.epochs >= 1, "batch_size": tc.batch_size >= 1, "lr": 0 < tc.lr < math.inf,
               "weight_decay": 0 <= tc.weight_decay < math.inf, "warmup_epochs": 0 <= tc.warmup_epochs < math.inf,
-              "label_smoothing": 0 <= tc.label_smoothing < 1, "workers": tc.workers >= 0}
+              "label_smoothing": 0 <= tc.label_smoothing < 1, "workers": tc.workers >= 0,
+              "distill": 0 <= tc.distill <= 1}
     for name, ok in ranges.items():
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(tc, name)} is out of range")
