@@ -206,22 +206,38 @@ def ink_image(gray: np.ndarray, background: np.ndarray, below: np.ndarray | None
     return cv2.divide(diff, cv2.bitwise_and(div, paper_there), scale=255)
 
 
-def paper_noise(work: np.ndarray, background: np.ndarray) -> tuple[float, float]:
+def paper_noise(work: np.ndarray, background: np.ndarray, paper: np.ndarray | None = None) -> tuple[float, float]:
     """(offset, sigma) of the paper around its background estimate, in grey levels.
 
     The brighter half of (image - background) is paper only (ink is darker, never brighter),
     so its spread is the noise the camera and the paper's texture actually produce here,
     after the JPEG and the blur, which a high-pass noise estimate would miss.
+    paper: a uint8 mask of every other row and column where there is paper, for a picture
+    that is more ink than paper (see paper_only); None counts every pixel.
     """
     # image - background + 128, saturated: only the middle of this histogram is used.
     e = cv2.addWeighted(work[::2, ::2], 1, background[::2, ::2], -1, 128)
-    hist = cv2.calcHist([e], [0], None, [256], [0, 256]).ravel()
+    hist = cv2.calcHist([e], [0], paper, [256], [0, 256]).ravel()
     m = _hist_quantile(hist, 0.5) - 128
     q = _hist_quantile(hist, 0.75) - 128
     return m, max((q - m) / 0.674, 1.0)
 
 
-def thresholds(ink: np.ndarray, cfg: DetectConfig) -> tuple[float, float]:
+def paper_only(ink: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
+    """None for a frame that is mostly paper (any real scene); for a picture that is largely ink
+    (a tight crop of one bold digit), a uint8 mask of every other row and column
+    that keeps the paper only (below Otsu's split of the ink image), so the paper's noise is
+    measured on paper."""
+    sub = ink[::2, ::2]
+    t, above = cv2.threshold(sub, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    # A quarter of the picture well darker than the paper: no page of digits is that dark,
+    # and a frame of noise splits at a level below a minimum contrast.
+    if t < 2 * 255 * cfg.min_contrast or cv2.countNonZero(above) < 0.25 * sub.size:
+        return None
+    return cv2.bitwise_not(above)
+
+
+def thresholds(ink: np.ndarray, cfg: DetectConfig, paper: np.ndarray | None = None) -> tuple[float, float]:
     """(low, high) hysteresis levels on the ink image.
 
     low: above the paper's own texture (robust spread of the mostly-paper image) and a minimum
@@ -231,10 +247,11 @@ def thresholds(ink: np.ndarray, cfg: DetectConfig) -> tuple[float, float]:
     # Every other row and column: the same levels, and a histogram of an image that is mostly
     # zeros is slow to count (each pixel waits for the one before it).
     hist = cv2.calcHist([ink[::2, ::2]], [0], None, [256], [0, 256]).ravel()
-    med = _hist_quantile(hist, 0.5)
+    on_paper = hist if paper is None else cv2.calcHist([ink[::2, ::2]], [0], paper, [256], [0, 256]).ravel()
+    med = _hist_quantile(on_paper, 0.5)
     dist = np.abs(np.arange(256) - med)  # median absolute deviation, from the same histogram
     order = np.argsort(dist, kind="stable")
-    mad = float(dist[order][np.searchsorted(np.cumsum(hist[order]), 0.5 * hist.sum())])
+    mad = float(dist[order][np.searchsorted(np.cumsum(on_paper[order]), 0.5 * on_paper.sum())])
     low = max(255 * cfg.min_contrast, med + cfg.noise_k * 1.4826 * mad + 2)
     ref = _hist_quantile(hist, 0.998)
     high = max(1.6 * low, cfg.strong_frac * ref)
@@ -390,10 +407,11 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
     bg = estimate_background(work, cfg)
     below = cv2.subtract(bg, work)  # grey levels under the background
     ink = ink_image(work, bg, below)
-    low, high = thresholds(ink, cfg)
+    paper = paper_only(ink, cfg)
+    low, high = thresholds(ink, cfg, paper)
     # Relative darkness divides by the background, so in a shadow sensor noise grows with it:
     # ink must also stand out from the noise in absolute grey levels.
-    m, sigma = paper_noise(work, bg)
+    m, sigma = paper_noise(work, bg, paper)
 
     def above(rel: float, noise_k: float) -> np.ndarray:
         return cv2.bitwise_and(cv2.threshold(ink, rel, 1, cv2.THRESH_BINARY)[1],
@@ -539,8 +557,11 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     if dropped:  # hostile input only (thousands of specks): the largest are kept, and it is said
         idx = np.sort(np.argsort(-(boxes[:, 3].astype(np.int64) * boxes[:, 2]), kind="stable")[:cfg.max_digits])
         boxes, masks = boxes[idx], [masks[i] for i in idx]
-    full = np.round(boxes / s).astype(np.int32)
-    full[:, 2:] = np.maximum(full[:, 2:], 1)
+    # In frame pixels, inside the frame (an enlarged working image can round past its edge).
+    H, W = gray.shape
+    x0y0 = np.minimum(np.round(boxes[:, :2] / s), [W - 1, H - 1])
+    x1y1 = np.minimum(np.round((boxes[:, :2] + boxes[:, 2:]) / s), [W, H])
+    full = np.concatenate([x0y0, np.maximum(x1y1 - x0y0, 1)], 1).astype(np.int32)
     # The debug view shows ink white and the ruled lines taken out of it grey.
     debug = ink.mask * 255 if ink.lines is None else cv2.add(ink.mask * 255, ink.lines * 128)
     return Candidates(full, masks, boxes, s, gray, ink.background, ink.ink, debug,

@@ -74,11 +74,16 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
             uu = np.arange(u.min(), u.max() + 1)
             vv = np.rint(a * uu + b).astype(int)
             lim = h if horizontal else w
-            on = np.zeros(len(uu), bool)
-            for dv in (-1, 0, 1):
+
+            def ink_at(dv: int) -> np.ndarray:  # (len(uu),) bool: ink dv pixels off the line
                 vk = np.clip(vv + dv, 0, lim - 1)
-                on |= (mask[vk, uu] if horizontal else mask[uu, vk]) > 0
-            if on.mean() < 0.7:
+                return (mask[vk, uu] if horizontal else mask[uu, vk]) > 0
+
+            if (ink_at(-1) | ink_at(0) | ink_at(1)).mean() < 0.7:
+                continue
+            # Ink 5 pixels off on both sides nearly all along, and not right across the frame: a
+            # broad pen stroke (the bar of a 5 seen close up), not a ruled line or a strip of table.
+            if (ink_at(-5) & ink_at(5)).mean() >= 0.5 and len(uu) < 0.8 * (w if horizontal else h):
                 continue
             if horizontal:
                 p0, p1 = (0, b), (w - 1, a * (w - 1) + b)

@@ -31,6 +31,7 @@ class FrameResult:
     reading: Reading | None = None  # lines and numbers of the accepted digits (indices into detections)
     light_on_dark: bool = False  # the frame was read as light writing on a dark board
     model_calls: int = 0  # crops that went through the model (the others were reused)
+    dropped: int = 0  # candidates beyond DetectConfig.max_digits, left unread (hostile input only)
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Pipeline:
         timings = {"detect": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "model": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
         return FrameResult(accepted, dets.select(~ok), reading.numbers, timings, cand.mask, reading,
-                           cand.light_on_dark, len(batch))
+                           cand.light_on_dark, len(batch), cand.dropped)
 
 
 def _merge(new: Predictions, cached: Predictions, known: np.ndarray) -> Predictions:
@@ -95,9 +96,10 @@ def read_in_order(dets: Detections) -> tuple[Detections, Reading]:
 
 def frame_record(frame_index: int, source: str, result: FrameResult, time_ms: float) -> dict:
     """The JSONL object of one frame, plain Python types, rounded:
-    {"frame", "source", "time_ms", "detections": [{"box", "digit", "confidence", "probs"}], "numbers"}."""
+    {"frame", "source", "time_ms", "detections": [{"box", "digit", "confidence", "probs"}], "numbers"},
+    and "dropped" when the digit limit left candidates unread."""
     d = result.detections
-    return {
+    record = {
         "frame": int(frame_index),
         "source": str(source),
         "time_ms": round(float(time_ms), 2),
@@ -109,3 +111,6 @@ def frame_record(frame_index: int, source: str, result: FrameResult, time_ms: fl
         ],
         "numbers": [str(s) for s in result.numbers],
     }
+    if result.dropped:
+        record["dropped"] = int(result.dropped)
+    return record

@@ -1,0 +1,133 @@
+"""What users photograph besides a few digits: whole pages, close-ups, crops, a straight '1'."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.frame import synth
+from backend.frame.detect import find_candidates
+from backend.frame.detections import box_iou
+from backend.frame.pipeline import Pipeline
+from backend.frame.reading import reading_order
+from backend.live.sources import DrawPad
+
+SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "digits_vit.pt"
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    return synth.load_mnist_digits(str(mnist_dir))
+
+
+@pytest.fixture(scope="module")
+def reader():
+    from backend.model.recognizer import Recognizer
+
+    return Pipeline(Recognizer(SHIPPED, device="cpu"))
+
+
+def page(digits, seed: int, n: int = 200) -> synth.Scene:
+    """A 1280x720 frame of a sheet holding n handwritten digits 20-30 px tall."""
+    cfg = synth.SceneConfig(width=1280, height=720, min_digits=n, max_digits=n, min_height=22, max_height=34,
+                            closeup_p=0.0, light_on_dark_p=0.0)
+    return next(synth.scenes(1, seed, cfg, digits=digits))
+
+
+def edit_distance(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def tight(digit28: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
+    """An MNIST digit as dark ink on white, cut to its ink (plus margin px at 28 px) and scaled so
+    its longer side is `size` pixels: it touches the picture's edges."""
+    ys, xs = np.nonzero(digit28 > 127)
+    d = 255 - digit28[max(0, ys.min() - margin):ys.max() + 1 + margin, max(0, xs.min() - margin):xs.max() + 1 + margin]
+    s = size / max(d.shape)
+    img = cv2.resize(d, (max(1, round(d.shape[1] * s)), max(1, round(d.shape[0] * s))), interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+
+
+def test_a_page_of_200_digits_is_found_and_read(digits, reader):
+    truth = found = errors = 0
+    for seed in (0, 1):
+        sc = page(digits, seed)
+        assert len(sc.boxes) == 200
+        r = reader.process(sc.image)
+        truth += len(sc.boxes)
+        found += int((box_iou(sc.boxes, find_candidates(sc.image).boxes).max(1) >= 0.5).sum())
+        expected = "".join(str(sc.labels[i]) for line in sc.lines for num in line for i in num)
+        errors += edit_distance("".join(r.numbers), expected)
+    # Measured 391/400 found and 391/400 read (the misses: touching pairs such as "18" and faint
+    # digits on dim paper); the goal is 99 %.
+    assert found / truth >= 0.975, f"detection recall {found}/{truth}"
+    assert 1 - errors / truth >= 0.975, f"reading {truth - errors}/{truth}"
+
+
+def test_close_up_touching_all_four_edges_is_read(digits, reader):
+    images, labels = digits
+    read = 0
+    for d in range(10):
+        img = tight(images[np.flatnonzero(labels == d)[1]], 240)
+        h, w = img.shape[:2]
+        ink = np.flatnonzero((img[..., 0] < 200).any(0)), np.flatnonzero((img[..., 0] < 200).any(1))
+        assert ink[0][0] == 0 and ink[0][-1] == w - 1 and ink[1][0] == 0 and ink[1][-1] == h - 1
+        read += reader.process(img).numbers == [str(d)]
+    assert read >= 9, f"{read}/10 close-ups read"
+
+
+@pytest.mark.parametrize("size", [28, 64, 200])
+def test_small_crops_of_one_digit_are_read(digits, reader, size):
+    images, labels = digits
+    pick = np.random.default_rng(size).choice(len(images), 30, replace=False)
+    read = sum(reader.process(tight(images[i], size, margin=1)).numbers == [str(labels[i])] for i in pick)
+    assert read >= 24, f"{read}/30 crops of {size} px read"
+
+
+def test_draw_pad_reads_a_plain_straight_one(reader):
+    pad = DrawPad()
+    pad.on_mouse(cv2.EVENT_LBUTTONDOWN, 480, 90, 0)
+    for y in range(90, 460, 20):
+        pad.on_mouse(cv2.EVENT_MOUSEMOVE, 480, y, 0)
+    pad.on_mouse(cv2.EVENT_LBUTTONUP, 480, 460, 0)
+    assert reader.process(pad.read()[1]).numbers == ["1"]
+
+
+def close_up_without_digits(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    img = np.full((240, 240, 3), (228, 232, 236), np.float32)
+    img += cv2.GaussianBlur(rng.normal(0, 6, (240, 240)).astype(np.float32), (0, 0), 2)[..., None]
+    img *= np.linspace(0.85, 1.0, 240, dtype=np.float32)[None, :, None]  # uneven light
+    if kind == "fingertip":  # a fingertip over the bottom edge, skin colour, out of focus
+        cv2.ellipse(img, (130, 230), (70, 110), 10, 0, 360, (110, 140, 185), -1)
+        img = cv2.GaussianBlur(img, (0, 0), 4)
+    img += rng.normal(0, 3, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["blank", "fingertip"])
+def test_close_up_of_no_digit_reads_nothing(reader, kind):
+    assert reader.process(close_up_without_digits(kind)).numbers == []
+
+
+def test_reading_order_follows_curved_lines():
+    """Three lines of ten digits on a bent page: each line rises and falls by more than the
+    spacing between lines, so sorting by height alone would mix them up."""
+    boxes, expected = [], []
+    for line in range(3):
+        for k in range(10):
+            x = 40 + 50 * k
+            y = 100 + 60 * line + 45 * np.sin(k / 9 * np.pi)
+            boxes.append((x, int(y), 30, 40))
+            expected.append(line)
+    r = reading_order(np.array(boxes), np.array([k % 10 for k in range(30)]))
+    assert list(r.line) == expected
+    assert r.numbers == ["0123456789"] * 3
