@@ -1,0 +1,98 @@
+"""Reading accuracy on labelled photos, per source, and how well a confidence threshold chosen on
+some sources carries over to the others.
+
+  python -m backend.bench.photos ../shared/realworld/frames640 ../shared/realworld/labels.tsv \\
+      [--checkpoint CKPT] [--score-tool ../shared/tools/score.py]
+
+Every photo goes through the pipeline once with no confidence threshold; each threshold is then
+applied to the recorded confidences, and the readings are scored with the data set's own scoring
+tool (edit distance in reading order, weighted by length). Printed:
+  - digit accuracy per source (the labels' `source_repo` column) and in all, at the shipped
+    threshold;
+  - leave one source out: for each source, the threshold that scores best on all the others,
+    and what it gives on the one left out, next to the shipped threshold's figure there.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from backend.errors import UserError
+from backend.frame.pipeline import Pipeline, PipelineConfig
+from backend.live.sources import read_image
+
+THRESHOLDS = np.round(np.arange(0.0, 0.96, 0.05), 2)
+
+
+def load_scorer(path: str):
+    """The data set's score.py as a module (its reading_order and distance)."""
+    spec = importlib.util.spec_from_file_location("score_tool", path)
+    if spec is None or not Path(path).is_file():
+        raise UserError(f"scoring tool not found: {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def read_photos(folder: Path, files: list[str], pipeline: Pipeline) -> dict[str, list[dict]]:
+    """file -> every candidate the model saw: [{"box", "digit", "confidence"}], threshold 0."""
+    out = {}
+    for f in files:
+        pipeline.polarity = None  # photos are unrelated: decide each one's ink afresh
+        r = pipeline.process(read_image(folder / f))
+        d = r.detections
+        out[f] = [{"box": [int(v) for v in d.boxes[i]], "digit": int(d.digits[i]),
+                   "confidence": float(d.confidence[i])} for i in range(len(d))]
+    return out
+
+
+def accuracy(rows: list[dict], read: dict[str, list[dict]], threshold: float, scorer) -> tuple[float, int]:
+    """(digit accuracy, digits) of these label rows at this confidence threshold."""
+    total = correct = 0.0
+    for row in rows:
+        exp = row["expected"].replace("/", "")
+        got = scorer.reading_order([d for d in read[row["file"]] if d["confidence"] >= threshold]).replace("/", "")
+        total += len(exp)
+        correct += max(0.0, 1 - scorer.distance(got, exp) / len(exp)) * len(exp)
+    return correct / max(total, 1), int(total)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m backend.bench.photos", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path)
+    p.add_argument("labels", type=Path)
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--score-tool", default=str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "score.py"))
+    args = p.parse_args(argv)
+    from backend.model.recognizer import Recognizer
+
+    scorer = load_scorer(args.score_tool)
+    with open(args.labels, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    by_source = defaultdict(list)
+    for row in rows:
+        by_source[row["source_repo"]].append(row)
+    shipped = PipelineConfig().min_confidence
+    read = read_photos(args.folder, [r["file"] for r in rows], Pipeline(Recognizer(args.checkpoint),
+                                                                        PipelineConfig(min_confidence=0.0)))
+
+    print(f"{'source':55s} {'digits':>6s} {'accuracy':>9s}   leave-one-out: threshold  accuracy  (shipped {shipped})")
+    for src, src_rows in sorted(by_source.items()):
+        others = [r for r in rows if r["source_repo"] != src]
+        best = max(THRESHOLDS, key=lambda t: (accuracy(others, read, t, scorer)[0], -abs(t - shipped)))
+        acc, n = accuracy(src_rows, read, shipped, scorer)
+        held = accuracy(src_rows, read, best, scorer)[0]
+        print(f"{src[:55]:55s} {n:6d} {acc:9.2%}   {best:24.2f} {held:9.2%}")
+    acc, n = accuracy(rows, read, shipped, scorer)
+    print(f"{'all':55s} {n:6d} {acc:9.2%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
