@@ -185,3 +185,16 @@ def test_odd_flags_are_tamed_or_refused(tmp_path, capsys):
     missing = tmp_path / "no_data"
     assert camera_inferencer.main(["--source", "demo", "--no-display", "--data-dir", str(missing)]) == 2
     assert not missing.exists() and "no such folder" in capsys.readouterr().err
+
+
+def test_a_folder_recording_is_not_shaped_by_its_first_image(tmp_path, ckpt):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a_dot.png"), np.full((1, 1, 3), 200, np.uint8))
+    cv2.imwrite(str(photos / "b_strip.png"), np.full((200, 10000, 3), 235, np.uint8))
+    cv2.imwrite(str(photos / "c_page.png"), digit_frame("5", size=(640, 480)))
+    out = tmp_path / "photos.mkv"
+    assert camera_inferencer.main(["--source", str(photos), "--no-display", "--checkpoint", str(ckpt),
+                                   "--record", str(out)]) == 0
+    n, w, h, _ = video_info(out)
+    assert n == 3 and w >= 640 and h >= 480  # the page is recorded at full size, not squashed to 1x1
