@@ -187,8 +187,8 @@ class Layout:
             return None
         m = m if w + 2 * m <= W and h + 2 * m <= H else 0
         step = max(1, max(4, min(self.w, self.h) // 60) // k)  # about 60 places a side
-        xs = np.unique(np.r_[np.arange(m, W - w - m + 1, step), W - w - m])
-        ys = np.unique(np.r_[np.arange(m, H - h - m + 1, step), H - h - m])
+        xs, ys = np.arange(m, W - w - m + step, step), np.arange(m, H - h - m + step, step)
+        xs[-1], ys[-1] = W - w - m, H - h - m  # the far edges are candidates too
         if self._integral is None:
             self._integral = cv2.integral(self.cells)  # (rows + 1, cols + 1) int32: taken cells above and left
         ii = self._integral
