@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
                       {"--record": args.record, "--jsonl": args.jsonl, "--record-raw": args.record_raw})
     if args.data_dir and not os.path.isdir(args.data_dir):  # the demo would create it as a side effect
         raise UserError(f"--data-dir {args.data_dir}: no such folder")
+    if args.checkpoint and not os.path.isfile(args.checkpoint):  # before torch is imported (seconds)
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
     check_display(args)
     from backend.live.app import AppConfig, describe, run_app
     from backend.live.overlay import OverlayConfig

@@ -199,6 +199,15 @@ def test_no_display_is_reported_before_the_model_loads(ckpt, args, hint, capsys,
     assert "--draw" not in args or "run with --no-display" not in err[0]  # --draw refuses --no-display
 
 
+def test_missing_checkpoint_is_reported_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    def no_model(*a, **kw):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("backend.model.recognizer.Recognizer", no_model)
+    assert camera_inferencer.main(["--source", "demo", "--no-display", "--checkpoint", str(tmp_path / "no.pt")]) == 2
+    assert capsys.readouterr().err == f"error: checkpoint not found: {tmp_path / 'no.pt'}\n"
+
+
 def test_list_cameras_prints_what_opens_and_exits_0(monkeypatch, capsys):
     import numpy as np
 
