@@ -189,7 +189,7 @@ def summary(lines: list[str], n: int, ms: float) -> str:
     if not n:
         return f"No digits found ({ms:.0f} ms). Write darker or larger, or hold the page closer."
     text = "  \n".join(f"`{line}`" for line in lines)
-    return f"**{n} digit{'s' * (n != 1)}** in {ms:.0f} ms, line by line:  \n{text}"
+    return f"**{n} digit{'s' * (n != 1)}** in {ms:.0f} ms (click one to look closer), line by line:  \n{text}"
 
 
 def save_json(record: dict, path: Path) -> str:
@@ -205,9 +205,10 @@ ATTENTION_TEXT = """\
 (7x7 for `accurate`, 4x4 for `fast`) and reads the class from a CLS token that attends to them.
 The map is the *attention rollout*: every layer's attention, averaged over heads, with the
 skip connections added, multiplied through the layers, so it says how much each patch fed the
-CLS token in the end. Red is where the model looked most: usually the strokes that tell a digit
-from its look-alikes (the bar of a 7, the closed loop of a 9 against a 4, the gap of a 5 against a 6).
-The overlay tints the paper under each digit with the same map."""
+CLS token in the end (Abnar & Zuidema, 2020), scaled so that its peak is red. A digit read for
+the right reasons lights up on its strokes, most on the parts that tell it from its look-alikes;
+attention on empty paper or on a neighbour's ink is a reason to doubt the reading. The overlay
+tints the paper under each digit with the same map."""
 
 
 def about_markdown(models: Models) -> str:
@@ -294,7 +295,7 @@ def build_app(models: Models, tmp_dir: str | None = None) -> gr.Blocks:
                                    elem_id="upload-file")
                     status = gr.Markdown("Upload a photo of handwritten digits.", elem_id="upload-status")
                 with gr.Column(scale=2):
-                    shown = gr.Image(label="Digits read (click one to inspect it)", type="numpy", format="jpeg",
+                    shown = gr.Image(show_label=False, type="numpy", format="jpeg",
                                      interactive=False, buttons=["download", "fullscreen"], elem_id="upload-result")
             up_outputs = _details(shown, status, "upload")
         with gr.Tab("Draw", id="draw"):
@@ -306,7 +307,7 @@ def build_app(models: Models, tmp_dir: str | None = None) -> gr.Blocks:
                                        elem_id="draw-pad")
                     d_status = gr.Markdown("Draw digits with the mouse or a finger.", elem_id="draw-status")
                 with gr.Column(scale=2):
-                    d_shown = gr.Image(label="Digits read", type="numpy", format="jpeg", interactive=False,
+                    d_shown = gr.Image(show_label=False, type="numpy", format="jpeg", interactive=False,
                                        buttons=["download", "fullscreen"], elem_id="draw-result")
             draw_outputs = _details(d_shown, d_status, "draw")
         with gr.Tab("Webcam", id="webcam"):
