@@ -353,8 +353,6 @@ def test_outputs_that_would_overwrite_an_input_are_refused(tmp_path, monkeypatch
     assert all((tmp_path / n).read_bytes() == b"precious" for n in ("v.avi", "x.png", "photos/p.png"))
 
 
-@pytest.mark.xfail(strict=True, reason="detection's working resolution for extreme aspect ratios (backend/frame/"
-                                       "detect.py) still loses these digits; remove this mark once it reads them")
 def test_a_very_wide_strip_reads_like_its_crop(mnist_dir):
     """Five MNIST digits 140 px tall on paper: the 1100x200 crop reads them, and so must the same
     crop in a 10000x200 strip (prepared as the app prepares frames)."""

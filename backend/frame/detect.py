@@ -36,7 +36,8 @@ class DetectConfig:
     # candidates: a close-up's strokes can be wider than bg_kernel_frac
     closeup_frac: float = 0.4  # a candidate this tall or wide (fraction of the frame) that dwarfs
     # every other is the picture itself: it may touch the frame's edges
-    min_height_frac: float = 0.012  # a digit is at least this fraction of the frame's longest side
+    min_height_frac: float = 0.014  # a digit is at least this fraction of the frame's size (the
+    # side of a square of the same area, so a long strip does not demand tall digits)
     min_height_px: int = 8  # ... and at least this many working pixels tall
     max_height_frac: float = 0.95  # and at most this fraction of the frame height
     bg_size: int = 160  # longest side of the low-resolution image the background is estimated on
@@ -497,7 +498,7 @@ def _candidates_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, np.nd
     candidates that have a digit's shape and stand out from their surroundings."""
     ink = threshold_ink(work, cfg)
     h, w = work.shape
-    min_h = max(cfg.min_height_px, cfg.min_height_frac * max(h, w))
+    min_h = max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w))
     pieces = find_pieces(ink, min_h, cfg)
     if len(pieces.ids) == 0:
         return ink, np.zeros((0, 4), np.int32), []
