@@ -58,7 +58,8 @@ def load_checkpoint(path: str | os.PathLike | None) -> dict:
         raise UserError(f"cannot load checkpoint {path}: it holds Python objects besides tensors and plain data, "
                         "which are never loaded (they could run code)") from None
     except Exception as e:  # truncated or corrupt
-        raise UserError(f"cannot load checkpoint {path}: corrupt or truncated ({first_line(e)})") from None
+        detail = first_line(e).split(". ")[0]  # torch's first sentence, not its advice to developers
+        raise UserError(f"cannot load checkpoint {path}: corrupt or truncated ({detail})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"cannot load checkpoint {path}: missing 'model' or 'config' entry")
     return ckpt
