@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from backend.frame import synth
+from backend.frame.detect import DetectConfig
 from backend.frame.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
 from backend.frame.reading import reading_order
 from backend.model.predictions import Predictions
@@ -79,6 +80,17 @@ def test_frame_record_is_exactly_the_jsonl_object(digits):
         assert det["digit"] == 3 and det["confidence"] == 0.95 and len(det["probs"]) == 10
         assert all(type(v) is float for v in det["probs"])
     assert rec["numbers"] == r.numbers
+
+
+def test_digits_beyond_the_limit_are_counted_in_the_record(digits):
+    sc = next(synth.scenes(1, seed=1, cfg=synth.SceneConfig(min_digits=8, max_digits=8, closeup_p=0.0),
+                           digits=digits))
+    full = Pipeline(FakeRecognizer()).process(sc.image)
+    capped = Pipeline(FakeRecognizer(), PipelineConfig(detect=DetectConfig(max_digits=3))).process(sc.image)
+    assert full.dropped == 0 and "dropped" not in frame_record(0, "x", full, 1.0)
+    n = len(full.detections) + len(full.rejected)
+    assert n > 3 and len(capped.detections) + len(capped.rejected) == 3
+    assert capped.dropped == n - 3 and frame_record(0, "x", capped, 1.0)["dropped"] == n - 3
 
 
 def test_polarity_follows_the_scene_from_frame_to_frame(digits):

@@ -231,7 +231,7 @@ def frame_stream(source: Source, pipeline: Pipeline, tracker: Tracker | None, ma
     Yields None whenever the source has nothing more (a folder stepped back can go on). Raises
     SourceError when the source fails or delivers nothing usable for MAX_BAD_FRAMES frames.
     """
-    shape, bad, index = None, 0, 0
+    shape, bad, index, warned_limit = None, 0, 0, False
     while True:
         ok, raw = _read(source)
         if not ok:
@@ -257,6 +257,10 @@ def frame_stream(source: Source, pipeline: Pipeline, tracker: Tracker | None, ma
             dets, reading = read_in_order(tracker.update(result.detections, result.rejected))
             result = replace(result, detections=dets, numbers=reading.numbers, reading=reading)
         shape = frame.shape
+        if result.dropped and not warned_limit:
+            warned_limit = True
+            warn(f"{source.current_name}: more than {pipeline.cfg.detect.max_digits} digit candidates; "
+                 f"{result.dropped} left unread (--max-digits raises the limit)")
         yield Shown(index, source.current_name, frame, scale, result)
         index += 1
 
