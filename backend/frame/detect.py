@@ -544,10 +544,12 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     if polarity.light_on_dark:
         gray, work = 255 - gray, 255 - work
     ink, boxes, masks = _candidates_at(work, cfg)
-    if len(boxes) >= 5 and s < 1 and np.median(boxes[:, 3]) < cfg.min_digit_px:
-        # Small digits (a whole page in view): look again at a resolution where they are
-        # min_digit_px tall, so touching neighbours can be told apart.
-        s = min(1.0, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
+    # Small digits (a whole page in view, a small photo of a row): look again at a resolution
+    # where they are min_digit_px tall, so touching neighbours can be told apart; at most the
+    # full frame, or 1.5 times the working size where that is larger (a small photo).
+    limit = max(1.0, 1.5 * cfg.work_size * np.sqrt(0.75 / max(gray.size, 1)))
+    if len(boxes) >= 3 and s < limit and np.median(boxes[:, 3]) < cfg.min_digit_px:
+        s = min(limit, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
         work = _resize(gray, s)
         ink, boxes, masks = _candidates_at(work, cfg)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
