@@ -38,9 +38,10 @@ def test_headless_run_records_every_frame_and_one_record_per_frame(tmp_path, pip
     assert all(set(r) == KEYS and r["source"] == "clip.mp4" for r in recs)
     dets = [d for r in recs for d in r["detections"]]
     assert dets and all(len(d["box"]) == 4 and len(d["probs"]) == 10 and "track_id" in d for d in dets)
-    # A video's digits show once confirmed (the third frame) and keep their track ids.
-    assert not recs[0]["detections"] and not recs[1]["detections"]
-    assert {d["track_id"] for d in recs[2]["detections"]} == {d["track_id"] for d in recs[-1]["detections"]}
+    # A video's digits show once confirmed (seen in min_hits frames) and keep their track ids.
+    first = cfg.tracker.min_hits - 1
+    assert not any(r["detections"] for r in recs[:first])
+    assert {d["track_id"] for d in recs[first]["detections"]} == {d["track_id"] for d in recs[-1]["detections"]}
 
 
 class StandInScene:

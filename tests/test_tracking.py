@@ -61,8 +61,10 @@ def test_a_new_digit_shows_once_confirmed_and_one_frame_specks_never():
 
 
 def test_a_missed_digit_keeps_its_place_for_a_few_frames_then_goes():
-    tr = Tracker(TrackerConfig(min_hits=1, max_missed=2))
-    out = tr.update(dets([[10, 10, 20, 30], [40, 10, 20, 30]], [onehot(4), onehot(2)]))
+    tr = Tracker(TrackerConfig(min_hits=2, max_missed=2))
+    both = dets([[10, 10, 20, 30], [40, 10, 20, 30]], [onehot(4), onehot(2)])
+    for _ in range(5):
+        out = tr.update(both)
     tid = int(out.track_ids[1])
     for _ in range(2):  # the 2 covered by a finger
         out = tr.update(dets([[10, 10, 20, 30]], [onehot(4)]))
@@ -72,6 +74,14 @@ def test_a_missed_digit_keeps_its_place_for_a_few_frames_then_goes():
     for _ in range(3):
         out = tr.update(dets([[10, 10, 20, 30]], [onehot(4)]))
     assert out.digits.tolist() == [4]
+
+
+def test_a_track_just_confirmed_is_not_held():
+    """What a finger's edge looks like for a few frames must not linger once it is gone."""
+    tr = Tracker(TrackerConfig(min_hits=2, max_missed=5))
+    edge = [[100, 10, 8, 30]]
+    assert [shown(tr, edge, [1]) for _ in range(2)] == [[], [1]]
+    assert shown(tr, [], []) == []
 
 
 def test_steady_digit_does_not_flicker_but_raw_readings_do():

@@ -1,84 +1,223 @@
-"""Live-app figures: headless FPS on the demo and on a 640x480 video, flicker with and without smoothing.
+"""The live loop on hard clips of real handwriting: accuracy, flicker, latency and model calls per frame.
 
-  python -m backend.bench.bench_live --frames 300 [--hard] [--checkpoint CKPT] [--device cpu]
+  python -m backend.bench.bench_live                 # 12 clips x 60 frames (backend.bench.live_clips)
+  python -m backend.bench.bench_live --steady        # a camera on a stand: model calls per detection
+  python -m backend.bench.bench_live --compare       # also raw readings, greedy matching, no reuse
+  python -m backend.bench.bench_live --shake 4       # a much shakier hand
 
-Renders the demo scene (gently moving handwritten digits) into a 640x480 video, runs the whole
-headless loop on it and on the live demo source, then measures flicker: the fraction of
-frame-to-frame label changes of each tracked digit (the sheet's digits never change, so every
-change is a flicker), once with the tracker's smoothing and once with raw per-frame labels.
+Each clip goes through the app's own frame stream (detection, recognition, tracking, reading
+order) with the current model, and every frame's reading is compared with the truth as
+`../shared/tools/score.py` reads a frame (digits of its boxes in rows, edit distance):
+  accuracy   per-frame digit accuracy, 1 - distance / digits (at least 0), weighted by digits
+  exact      frames read exactly
+  flicker    changes of the whole reading from one frame to the next beyond those of the page itself
+             (a digit rewritten changes it once), per pair of consecutive frames
+The first WARMUP frames of a clip, when every digit is new, count only for the latency.
+  latency    frames from a digit being written (new, or rewritten in place) until it shows with its
+             new value at its place
+  calls      digits that went through the model per frame, against candidates found per frame
 Prints figures; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import importlib.util
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import cv2
 import numpy as np
 
-from backend.live.app import AppConfig, run_app
+import backend.live.tracking as tracking
+from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
+from backend.live.app import frame_stream
+from backend.live.tracking import Tracker, TrackerConfig
 from backend.model.recognizer import Recognizer
-from backend.live.recorder import VideoRecorder
-from backend.live.sources import DemoSource, VideoFileSource
-from backend.live.tracking import Tracker, TrackerConfig, flicker_rate
+from backend.bench.live_clips import FRAMES, Clip, clips
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+WARMUP = 5  # frames at the start of a clip not scored: every digit is new then, and may take this long
 
 
-def track_labels(results, cfg: TrackerConfig, min_len: int = 10) -> list[list[int]]:
-    """Per track lasting at least min_len frames, its shown label in each frame it was shown."""
-    tracker = Tracker(cfg)
-    seqs: dict[int, list[int]] = {}
-    for r in results:
-        out = tracker.update(r.detections, r.rejected)
-        for tid, d in zip(out.track_ids, out.digits):
-            seqs.setdefault(int(tid), []).append(int(d))
-    return [s for s in seqs.values() if len(s) >= min_len]
+class ClipSource:
+    """A clip's frames as a video source."""
+
+    live = False
+    fps = 15.0
+
+    def __init__(self, clip: Clip):
+        self.name = self.current_name = clip.name
+        self._frames = iter(clip.frames)
+
+    def read(self):
+        frame = next(self._frames, None)
+        return frame is not None, frame
+
+    def release(self) -> None:
+        pass
+
+
+class Counting:
+    """A pipeline that counts candidates and model calls."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline, self.candidates, self.calls = pipeline, 0, 0
+
+    def process(self, frame, **kw):
+        r = self.pipeline.process(frame, **kw)
+        self.candidates += len(r.detections) + len(r.rejected)
+        self.calls += r.model_calls
+        return r
+
+
+def greedy_match(prev, cur, min_iou, max_centre_dist):
+    """The tracker's matching before it was Hungarian: best pair first (for --compare)."""
+    if len(prev) == 0 or len(cur) == 0:
+        return []
+    iou = box_iou(prev, cur)
+    pc, cc = prev[:, :2] + prev[:, 2:] / 2.0, cur[:, :2] + cur[:, 2:] / 2.0
+    dist = np.linalg.norm(pc[:, None] - cc[None], axis=2) / np.maximum(np.hypot(prev[:, 2], prev[:, 3])[:, None], 1e-9)
+    score = np.where(iou >= min_iou, 1.0 + iou, np.where(dist <= max_centre_dist, 1.0 - dist, -1.0))
+    pairs, used_p, used_c = [], set(), set()
+    for flat in np.argsort(-score, axis=None):
+        i, j = divmod(int(flat), score.shape[1])
+        if score[i, j] < 0:
+            break
+        if i not in used_p and j not in used_c:
+            used_p.add(i), used_c.add(j), pairs.append((i, j))
+    return pairs
+
+
+@dataclass
+class Figures:
+    digits: float = 0.0
+    correct: float = 0.0
+    frames: int = 0
+    exact: int = 0
+    pairs: int = 0
+    flickers: int = 0
+    latency: dict[str, list[float]] = field(default_factory=lambda: {"new": [], "rewrite": []})
+    candidates: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+    readings: list[str] = field(default_factory=list)
+
+    def line(self, name: str) -> str:
+        lat = "  ".join(f"{k} {_frames(v)}" for k, v in self.latency.items() if v)
+        return (f"{name:28s} accuracy {100 * self.correct / max(self.digits, 1):6.2f} %  "
+                f"exact {100 * self.exact / max(self.frames, 1):5.1f} %  "
+                f"flicker {100 * self.flickers / max(self.pairs, 1):5.2f} % ({self.flickers}/{self.pairs})  "
+                f"calls {self.calls / max(self.frames, 1):5.2f} / {self.candidates / max(self.frames, 1):5.2f} "
+                f"candidates per frame ({100 * self.calls / max(self.candidates, 1):3.0f} %)  "
+                f"{self.frames / max(self.seconds, 1e-9):5.1f} FPS" + (f"\n{'':28s} latency (frames) {lat}" if lat else ""))
+
+
+def _frames(v: list[float]) -> str:
+    shown = ["never" if x == np.inf else str(int(x)) for x in v]
+    return f"max {shown[int(np.argmax(v))]} of [{', '.join(shown)}]"
+
+
+def load_score(path: Path):
+    spec = importlib.util.spec_from_file_location("score", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run(clip_list: list[Clip], pipeline: Pipeline, score, cfg: TrackerConfig | None, per_clip: bool = False) -> Figures:
+    """Every clip through the frame stream (cfg None: no tracking), scored."""
+    fig = Figures()
+    for clip in clip_list:
+        counting = Counting(pipeline)
+        t0 = time.perf_counter()
+        shown = _stream(clip, counting, cfg)
+        fig.seconds += time.perf_counter() - t0
+        fig.candidates += counting.candidates
+        fig.calls += counting.calls
+        prev = prev_truth = None
+        pairs = changes = 0
+        c0 = fig.correct, fig.digits, fig.flickers
+        for t, s in enumerate(shown):
+            d = s.result.detections
+            read = score.reading_order([{"box": b.tolist(), "digit": int(g)} for b, g in zip(d.boxes, d.digits)])
+            truth = score.reading_order([{"box": b.tolist(), "digit": int(g)} for b, g in zip(clip.boxes[t], clip.labels[t])])
+            e, r = truth.replace("/", ""), read.replace("/", "")
+            fig.readings.append(read)
+            if t >= WARMUP:
+                dist = score.distance(r, e)
+                fig.digits += len(e)
+                fig.correct += max(0.0, 1 - dist / max(len(e), 1)) * len(e)
+                fig.frames += 1
+                fig.exact += dist == 0
+            if t > WARMUP:
+                pairs += 1
+                changes += (read != prev) - (truth != prev_truth)
+            prev, prev_truth = read, truth
+        fig.pairs += pairs
+        fig.flickers += max(changes, 0)
+        for ev in clip.events:
+            fig.latency[ev.kind].append(_latency(ev, shown))
+        if per_clip:
+            print(f"  {clip.name:16s} accuracy {100 * (fig.correct - c0[0]) / max(fig.digits - c0[1], 1):6.2f} %  "
+                  f"flickers {fig.flickers - c0[2]}  last reading {prev!r} truth {prev_truth!r}")
+    return fig
+
+
+def _stream(clip: Clip, pipeline, cfg: TrackerConfig | None) -> list:
+    stream = frame_stream(ClipSource(clip), pipeline, Tracker(cfg) if cfg else None, warn=print)
+    out = []
+    for s in stream:
+        if s is None:
+            return out
+        out.append(s)
+    return out
+
+
+def _latency(ev, shown) -> float:
+    for t in range(ev.frame, len(shown)):
+        d = shown[t].result.detections
+        if len(d) and np.any((box_iou(ev.boxes[t][None], d.boxes)[0] >= 0.3) & (d.digits == ev.label)):
+            return t - ev.frame
+    return np.inf
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--clips", type=int, default=12)
+    p.add_argument("--frames", type=int, default=FRAMES)
+    p.add_argument("--steady", action="store_true", help="clips from a camera on a stand")
+    p.add_argument("--shake", type=float, default=1.0, help="multiply the hand's shake (default: %(default)s)")
+    p.add_argument("--compare", action="store_true", help="also raw readings, greedy matching and no reuse")
+    p.add_argument("--per-clip", action="store_true")
+    p.add_argument("--shared", default=str(SHARED), help="the shared folder (realworld/, tools/score.py)")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--hard", action="store_true",
-                   help="degrade the video like a poor webcam: half resolution, blur, strong sensor noise")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
+    shared = Path(args.shared)
+    score = load_score(shared / "tools" / "score.py")
     rec = Recognizer(args.checkpoint, args.device)
-    pipe = Pipeline(rec)
-    print(f"model {rec.name} on {rec.device}, torch threads {__import__('torch').get_num_threads()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        video = os.path.join(tmp, "demo640.mp4")
-        demo = DemoSource(fps=30, data_dir=args.data_dir)
-        with VideoRecorder(video, fps=30) as vr:
-            rng = np.random.default_rng(0)
-            for _ in range(args.frames):
-                frame = demo.read()[1]
-                if args.hard:
-                    small = cv2.GaussianBlur(cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA), (3, 3), 0)
-                    noisy = small.astype(np.float32) + rng.normal(0, 22, small.shape)
-                    frame = cv2.resize(np.clip(noisy, 0, 255).astype(np.uint8), (640, 480))
-                vr.write(frame)
-        for name, src in (("demo (live source, headless)", DemoSource(fps=30, data_dir=args.data_dir, seed=1)),
-                          ("640x480 video file, headless", VideoFileSource(video))):
-            t = time.perf_counter()
-            s = run_app(src, pipe, AppConfig(display=False, max_frames=args.frames), warn=lambda m: None)
-            dt = time.perf_counter() - t
-            print(f"{name:32s} {s.frames} frames in {dt:.1f} s = {s.frames / dt:.1f} FPS")
-        src = VideoFileSource(video)
-        results = []
-        while (r := src.read())[0]:
-            results.append(pipe.process(r[1]))
-    for label, cfg in (("raw per-frame labels", TrackerConfig(alpha=1.0, switch_margin=0.0)),
-                       ("tracked and smoothed", TrackerConfig())):
-        seqs = track_labels(results, cfg)
-        changes = sum(int(np.count_nonzero(np.diff(s))) for s in seqs)
-        print(f"flicker, {label:22s} {100 * flicker_rate(seqs):.2f} % of frame pairs "
-              f"({changes} label changes over {len(seqs)} tracked digits, {len(results)} frames)")
+    pipeline = Pipeline(rec)
+    clip_list = clips(shared / "realworld", args.clips, args.steady, args.frames, args.shake)
+    print(f"model {rec.name} on {rec.device} {rec.backend}; {len(clip_list)} {'steady ' if args.steady else ''}clips x "
+          f"{args.frames} frames, {sum(len(b) for c in clip_list for b in c.boxes) / (len(clip_list) * args.frames):.1f} "
+          f"digits per frame")
+    tracked = run(clip_list, pipeline, score, TrackerConfig(), args.per_clip)
+    print(tracked.line("tracked (shipped)"))
+    if args.compare or args.steady:
+        fresh = run(clip_list, pipeline, score, TrackerConfig(reuse=False))
+        print(fresh.line("tracked, no reuse"))
+        same = np.mean([a == b for a, b in zip(tracked.readings, fresh.readings)])
+        print(f"{'':28s} readings the same with and without reuse in {100 * same:.1f} % of frames")
+    if args.compare:
+        print(run(clip_list, pipeline, score, None).line("raw per-frame readings"))
+        hungarian = tracking.match_boxes
+        tracking.match_boxes = greedy_match
+        try:
+            print(run(clip_list, pipeline, score, TrackerConfig()).line("tracked, greedy matching"))
+        finally:
+            tracking.match_boxes = hungarian
 
 
 if __name__ == "__main__":

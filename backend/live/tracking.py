@@ -25,12 +25,13 @@ from backend.model.predictions import Predictions
 
 @dataclass
 class TrackerConfig:
-    alpha: float = 0.3  # weight of the newest frame in the probability average (1.0 = no smoothing)
+    alpha: float = 0.2  # weight of the newest frame in the probability average (1.0 = no smoothing)
     switch_margin: float = 0.15  # another class must lead the shown one by this much to replace it
     min_iou: float = 0.25  # boxes overlapping at least this much are the same digit
     max_centre_dist: float = 0.6  # ...or centres closer than this fraction of the box diagonal
-    min_hits: int = 3  # frames a track must be seen in before it is shown (1 = at once)
-    max_missed: int = 5  # frames a shown track keeps its place without a detection (occlusion, blur)
+    min_hits: int = 4  # frames a track must be seen in before it is shown (1 = at once)
+    max_missed: int = 5  # frames a shown track keeps its place without a detection (occlusion, blur);
+    # a track seen in fewer than min_hits + max_missed frames is held for fewer
     min_confidence: float = 0.5  # a rejected candidate continues a track only while it is this confident
     reuse: bool = True  # skip the model for unchanged crops of confident tracks
     max_age: int = 10  # ...but classify every track at least once in this many frames
@@ -145,8 +146,10 @@ class Tracker:
                 t.missed += 1
                 continue
             self._observe(t, cands.select(np.array([j])))
-        # A track not yet shown is dropped at its first miss: specks and split strokes never show.
-        self.tracks = [t for t in self.tracks if t.missed <= (cfg.max_missed if t.hits >= cfg.min_hits else 0)]
+        # A track is held through as many misses as it was seen beyond confirmation (at most
+        # max_missed): a steady digit keeps its place under a finger, while specks and split
+        # strokes, and what a finger itself looks like for a few frames, go at once.
+        self.tracks = [t for t in self.tracks if t.missed <= min(cfg.max_missed, max(t.hits - cfg.min_hits, 0))]
         for j in range(len(accepted)):
             if j not in taken:
                 det = accepted.select(np.array([j]))
