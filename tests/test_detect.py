@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.frame import synth
-from backend.frame.detect import DetectConfig, components, find_candidates, to_gray
+from backend.frame.detect import DetectConfig, _near_pairs, components, find_candidates, to_gray
 from backend.frame.lines import fit_line
 
 PAPER = (235, 238, 240)
@@ -239,3 +239,13 @@ def test_fit_line_equals_polyfit(slope):
     u = rng.integers(0, 640, 300)
     v = np.rint(slope * u + 40 + rng.normal(0, 1.5, 300)).astype(np.int64)
     assert fit_line(u, v) == pytest.approx(tuple(np.polyfit(u, v, 1)), rel=1e-9, abs=1e-9)
+
+
+def test_pieces_are_paired_with_every_near_neighbour_and_no_other():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 100, 300), rng.integers(0, 100, 300)
+    i, j = _near_pairs(x, y, 10)
+    found = {(min(a, b), max(a, b)) for a, b in zip(i.tolist(), j.tolist())}
+    assert len(found) == len(i)  # each pair once
+    assert found == {(a, b) for a in range(300) for b in range(a + 1, 300)
+                     if abs(x[a] - x[b]) <= 10 and abs(y[a] - y[b]) <= 10}

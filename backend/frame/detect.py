@@ -298,31 +298,45 @@ def group_pieces(stats: np.ndarray, ref_h: float) -> np.ndarray:
     n = len(stats)
     if n < 2:
         return np.zeros(n, np.int64)
-    x, y, w, h = (stats[:, i].astype(np.float32) for i in range(4))
+    i, j = _near_pairs(stats[:, 0], stats[:, 1], 2.0 * ref_h)
+    x, y, w, h = (stats[:, k].astype(np.float32) for k in range(4))
     x1, y1 = x + w, y + h
-    ox = np.minimum(x1[:, None], x1[None]) - np.maximum(x[:, None], x[None])  # x overlap (n, n)
-    oy = np.minimum(y1[:, None], y1[None]) - np.maximum(y[:, None], y[None])
-    minw = np.minimum(w[:, None], w[None])
-    maxh = np.maximum(h[:, None], h[None])
+    ox = np.minimum(x1[i], x1[j]) - np.maximum(x[i], x[j])  # x overlap of each pair
+    oy = np.minimum(y1[i], y1[j]) - np.maximum(y[i], y[j])
+    minw = np.minimum(w[i], w[j])
+    maxh = np.maximum(h[i], h[j])
     inter = np.clip(ox, 0, None) * np.clip(oy, 0, None)
-    mina = np.minimum((w * h)[:, None], (w * h)[None])
-    union_h = np.maximum(y1[:, None], y1[None]) - np.minimum(y[:, None], y[None])
-    union_w = np.maximum(x1[:, None], x1[None]) - np.minimum(x[:, None], x[None])
+    mina = np.minimum(w[i] * h[i], w[j] * h[j])
+    union_h = np.maximum(y1[i], y1[j]) - np.minimum(y[i], y[j])
+    union_w = np.maximum(x1[i], x1[j]) - np.minimum(x[i], x[j])
     gap = np.maximum(-oy, 0)
     stacked = (ox >= 0.5 * minw) & (gap <= 0.25 * maxh) & (union_h <= 1.7 * np.maximum(maxh, ref_h))
     inside = inter >= 0.6 * mina
     # A short piece right beside a taller one (the bar of a 7 or a 5 drawn apart), as long as
     # together they are no wider than a digit: two neighbouring digits are.
-    minh = np.minimum(h[:, None], h[None])
+    minh = np.minimum(h[i], h[j])
     near = (np.maximum(-ox, 0) <= 0.2 * ref_h) & (gap <= 0.2 * ref_h)
     beside = near & (minh < 0.6 * maxh) & (minh < 0.6 * ref_h) & (union_w <= union_h) & (union_h <= 1.3 * maxh)
     # Never grow a digit out of a piece far bigger than the frame's digits (a paper edge, a
     # shadow's border): its box may hold digits without them being its pieces.
     merge = (stacked | inside | beside) & (union_w <= 1.2 * np.maximum(union_h, 0.6 * ref_h))
     merge &= (union_h <= 2.0 * ref_h) & (union_w <= 2.0 * ref_h)
-    np.fill_diagonal(merge, False)
-    pairs = np.argwhere(np.triu(merge))
-    return _union_find(n, pairs)
+    return _union_find(n, np.stack([i[merge], j[merge]], 1))
+
+
+def _near_pairs(x: np.ndarray, y: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, j), i != j once each, of points whose x and y differ by at most `reach`:
+    the only pieces that can be parts of one digit, found by a sweep along x, so a page of
+    thousands of pieces never builds an (n, n) table."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    ends = np.searchsorted(xs, xs + reach, side="right")
+    counts = ends - np.arange(len(xs)) - 1
+    a = np.repeat(np.arange(len(xs)), counts)
+    b = a + 1 + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    i, j = order[a], order[b]
+    keep = np.abs(y[i].astype(np.int64) - y[j]) <= reach
+    return i[keep], j[keep]
 
 
 def split_touching(m: np.ndarray, stroke: float, max_w: float, depth: int = 0) -> list[np.ndarray]:
