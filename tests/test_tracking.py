@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backend.frame.detections import Detections
-from backend.live.tracking import Tracker, TrackerConfig, box_iou, flicker_rate, match_boxes
+from backend.live.tracking import Tracker, TrackerConfig, box_iou, flicker_rate, match_boxes, page_shift
 
 
 def dets(boxes, probs, crops=None) -> Detections:
@@ -159,3 +159,14 @@ def test_flicker_rate_counts_changes_and_gaps():
     assert flicker_rate([[1, 1, 1, 1]]) == 0.0
     assert flicker_rate([[1, 2, 1, 2], [3, 3]]) == pytest.approx(3 / 4)
     assert flicker_rate([[1, -1, 1]]) == 1.0
+
+
+def test_a_shaking_page_keeps_its_track_ids():
+    row = np.array([[40 * k + 10, 50, 24, 34] for k in range(5)])
+    moved = row + [30, 5, 0, 0]  # further than a digit's width: each box lands nearer its neighbour
+    assert page_shift(row, moved).tolist() == [30, 5]
+    tr = Tracker(TrackerConfig(min_hits=1))
+    first = tr.update(dets(row, [onehot(k) for k in range(5)]))
+    out = tr.update(dets(moved, [onehot(k) for k in range(5)]))
+    assert dict(zip(out.digits.tolist(), out.track_ids.tolist())) == dict(zip(first.digits.tolist(),
+                                                                              first.track_ids.tolist()))

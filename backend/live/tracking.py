@@ -79,6 +79,30 @@ def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_di
     return [(int(i), int(j)) for i, j in zip(rows, cols) if score[i, j] >= 0]
 
 
+def page_shift(prev: np.ndarray, cur: np.ndarray, tol: float = 0.25, max_pairs: int = 10_000) -> np.ndarray:
+    """How far the page moved between two frames' boxes (x, y, w, h) -> (dx, dy) pixels.
+
+    Every displacement from a previous box to a current one of about its size is a candidate; the
+    one that brings the most previous boxes within `tol` of their height onto a current box wins,
+    the smallest among equals (a hand-held camera shakes all digits alike, often by more than a
+    digit's width). None is looked for beyond `max_pairs` box pairs, and two boxes at least must
+    agree (one box moving far is as likely another digit).
+    """
+    if len(prev) == 0 or len(cur) == 0 or len(prev) * len(cur) > max_pairs:
+        return np.zeros(2)
+    pc, cc = prev[:, :2] + prev[:, 2:] / 2, cur[:, :2] + cur[:, 2:] / 2
+    ratio = cur[None, :, 3] / np.maximum(prev[:, None, 3], 1e-9)
+    i, j = np.nonzero((ratio > 0.7) & (ratio < 1.4))
+    shifts = cc[j] - pc[i]  # (K, 2)
+    shifts = shifts[np.argsort(np.hypot(*shifts.T), kind="stable")[:64]]
+    moved = pc[None, :, None] + shifts[:, None, None]  # (K, N, 1, 2)
+    near = np.linalg.norm(moved - cc[None, None], axis=3).min(axis=2) <= tol * prev[None, :, 3]  # (K, N)
+    support = near.sum(axis=1)
+    if len(support) == 0 or support.max() < 2:
+        return np.zeros(2)
+    return shifts[int(np.argmax(support))]  # the first best: the smallest move
+
+
 def concat(parts: list[Detections]) -> Detections:
     """Detections stacked in order (fields missing in any part are dropped)."""
     def cat(name):
@@ -99,10 +123,13 @@ class Tracker:
     def reset(self) -> None:
         self.tracks = []
 
-    def _match(self, boxes: np.ndarray) -> list[tuple[int, int]]:
+    def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """Tracks to this frame's boxes -> (pairs (track i, box j), the page's shift (dx, dy))."""
         prev = np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)
-        return match_boxes(prev, np.asarray(boxes, np.float64).reshape(-1, 4), self.cfg.min_iou,
-                           self.cfg.max_centre_dist)
+        cur = np.asarray(boxes, np.float64).reshape(-1, 4)
+        shift = page_shift(prev, cur)
+        moved = prev + np.array([shift[0], shift[1], 0.0, 0.0])
+        return match_boxes(moved, cur, self.cfg.min_iou, self.cfg.max_centre_dist), shift
 
     def reuse(self, boxes: np.ndarray, crops: np.ndarray) -> tuple[np.ndarray, Predictions]:
         """A frame's candidate boxes (N, 4) and model inputs (N, 28, 28) uint8 -> (known (N,) bool,
@@ -113,7 +140,7 @@ class Tracker:
         known = np.zeros(len(boxes), bool)
         rows: list[Predictions] = []
         if cfg.reuse:
-            for i, j in sorted(self._match(boxes), key=lambda p: p[1]):
+            for i, j in sorted(self._match(boxes)[0], key=lambda p: p[1]):
                 t = self.tracks[i]
                 if t.classified is None or t.age + 1 >= cfg.max_age or t.confidence < cfg.reuse_confidence:
                     continue
@@ -136,14 +163,16 @@ class Tracker:
         cfg = self.cfg
         cands = accepted if rejected is None or len(rejected) == 0 else concat([accepted, rejected])
         matched: dict[int, int] = {}  # track index -> candidate index
-        for i, j in self._match(cands.boxes):
+        pairs, shift = self._match(cands.boxes)
+        for i, j in pairs:
             if j < len(accepted) or self.tracks[i].confidence >= cfg.min_confidence:
                 matched[i] = j
         taken = set(matched.values())
         for i, t in enumerate(self.tracks):
             j = matched.get(i)
-            if j is None:
+            if j is None:  # held in place: on the page, which moved
                 t.missed += 1
+                t.det.boxes = (t.det.boxes + np.round([shift[0], shift[1], 0, 0])).astype(t.det.boxes.dtype)
                 continue
             self._observe(t, cands.select(np.array([j])))
         # A track is held through as many misses as it was seen beyond confirmation (at most

@@ -1,0 +1,49 @@
+"""The hard live benchmark: its clips are reproducible with truth in every frame, and it scores."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.bench import bench_live
+from backend.bench.live_clips import Glyph, make_clip
+from backend.frame.detections import box_iou
+from backend.live.tracking import TrackerConfig
+
+
+def font_glyphs() -> list[Glyph]:
+    """Stand-ins for the photos' digits: each digit drawn in a font, tight to its ink."""
+    out = []
+    for d in range(10):
+        img = np.zeros((70, 50), np.uint8)
+        cv2.putText(img, str(d), (5, 60), cv2.FONT_HERSHEY_SIMPLEX, 2.0, 255, 5, cv2.LINE_AA)
+        ys, xs = np.nonzero(img)
+        out.append(Glyph(img[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255, d, "font"))
+    return out
+
+
+GLYPHS = font_glyphs()
+
+
+@pytest.mark.parametrize("index", [8, 11])  # a digit rewritten; everything at once
+def test_clips_are_reproducible_with_boxes_and_labels_in_every_frame(index):
+    a, b = make_clip(GLYPHS, index, frames=30), make_clip(GLYPHS, index, frames=30)
+    assert len(a.frames) == 30 and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+    for boxes, labels in zip(a.boxes, a.labels):
+        assert len(boxes) == len(labels) > 0
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= 640).all()
+        assert (boxes[:, 1] + boxes[:, 3] <= 480).all()
+    [rewrite] = [e for e in a.events if e.kind == "rewrite"]
+    t = rewrite.frame
+    assert np.isnan(rewrite.boxes[t - 1]).all() and rewrite.label in a.labels[t]
+    before = int(np.argmax(box_iou(rewrite.boxes[t][None], a.boxes[t - 1])[0]))
+    assert a.labels[t - 1][before] != rewrite.label  # the same place, another digit
+
+
+def test_the_benchmark_scores_a_clip(pipeline):
+    score = bench_live.load_score(bench_live.SHARED / "tools" / "score.py")
+    clip = make_clip(GLYPHS, 9, frames=12)
+    fig = bench_live.run([clip], pipeline, score, TrackerConfig())
+    assert fig.frames == 12 - bench_live.WARMUP and fig.pairs == fig.frames - 1
+    assert 0 <= fig.correct <= fig.digits and 0 < fig.calls <= fig.candidates
+    assert "accuracy" in fig.line("tracked") and len(fig.readings) == 12
