@@ -101,6 +101,19 @@ def test_picked_at_finds_the_box_under_the_click():
     assert web.picked_at(None, 1, 1) is None
 
 
+def test_webcam_reader_tracks_the_digits_frame_to_frame():
+    models = web.Models({"fast": web.MODEL_FILES["fast"]})
+    reader = web.Reader(models.pipeline("fast"), "webcam", track=True)
+    frame = page_of_digits()
+    for _ in range(4):  # a track shows once it has been seen in a few frames
+        image, reading, lines = reader.read(frame, web.HudInfo(fps=10.0))
+    assert lines == ["2024", "1357 869"] and image.shape == frame.shape
+    ids = [d["track_id"] for d in reading.record["detections"]]
+    assert len(ids) == 11 == len(set(ids))
+    _, again, _ = reader.read(frame)
+    assert [d["track_id"] for d in again.record["detections"]] == ids  # the same digits keep their tracks
+
+
 # --- in the browser ---------------------------------------------------------------------------
 
 def _browser_or_skip():
@@ -213,6 +226,23 @@ def test_upload_shows_the_digits_then_refuses_bad_files_and_goes_on(app_url, bro
     cv2.imwrite(str(four), page_of_digits(["4"]))
     status = _upload(browser, four)
     assert "1 digit" in status and status.splitlines()[-1] == "4"
+
+
+def test_each_tab_keeps_its_own_results(app_url, browser, tmp_path):
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    cv2.imwrite(str(first), page_of_digits(["31"]))
+    cv2.imwrite(str(second), page_of_digits(["64"]))
+    _open(browser, app_url, "Upload")
+    assert _upload(browser, first).splitlines()[-1] == "31"
+    tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        _open(browser, app_url, "Upload")
+        assert _upload(browser, second).splitlines()[-1] == "64"
+    finally:
+        browser.close()
+        browser.switch_to.window(tab)
+    assert _text(browser, "upload-status").splitlines()[-1] == "31"
 
 
 def test_drawing_with_the_mouse_reads_the_digits(app_url, browser):
