@@ -1,15 +1,18 @@
 """Speed benchmark: per-stage frame times, model latency per backend, headless video FPS, memory.
 
   python -m backend.bench.benchmark --realworld ../shared/realworld/frames640 ../shared/realworld/frames1280 \\
-      --json reports/benchmark.json
+      --checkpoint artifacts/digits_vit.pt artifacts/digits_vit_fast.pt --json reports/benchmark.json
 
 Prints tables and writes everything to a JSON file. All figures are medians over repeated runs
 after warm-up; the machine's load average is recorded with them, because on a busy machine
 every figure here is inflated. Nothing is asserted: this is a script that measures.
 
 Sections:
-  frames  per-frame stage times (detect, preprocess, model, draw) on real photo folders and on
-          synthetic 640x480 / 1280x720 frames with 1, 10 and 30 digits, for each backend
+  frames  per-frame stage times (detect, preprocess, model, reading; drawing apart) on real photo
+          folders (median, p90, max) and on synthetic 640x480 / 1280x720 sheets of 1, 10, 50, 100
+          and 200 digits, for each model and backend, with the digits found and read right of
+          those placed, and the CPU time of the frame (wall time far above it means the machine's
+          other jobs held the CPU)
   model   latency and throughput of the recognizer alone at batch 1, 4, 16, 64, per backend
   video   frames per second of a 640x480 video with a few digits per frame, headless, through
           camera_inferencer.py --no-display
@@ -36,21 +39,23 @@ import numpy as np
 from backend.errors import UserError
 from backend.timing import timed_ms
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
+from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
 from backend.model.recognizer import BACKENDS, Recognizer
 from backend.live.recorder import VideoRecorder
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES = (1, 4, 16, 64)
-SYNTH_SETS = ((640, 480, 1), (640, 480, 10), (640, 480, 30), (1280, 720, 1), (1280, 720, 10), (1280, 720, 30))
-STAGES = ("detect", "preprocess", "model", "draw")
+SIZES = ((640, 480), (1280, 720))
+DIGITS = (1, 10, 50, 100, 200)
+STAGES = ("detect", "preprocess", "model", "reading")  # the frame; drawing is timed apart
 
 
 @dataclass
 class FrameSet:
     name: str
     frames: list[np.ndarray]  # BGR uint8
-    digits: float | None = None  # mean digits drawn per frame, when known (synthetic)
+    truth: list[tuple[np.ndarray, np.ndarray]] | None = None  # per frame (boxes (N, 4) x, y, w, h; labels (N,))
 
 
 def load_folder(folder: str | os.PathLike) -> FrameSet:
@@ -66,18 +71,36 @@ def load_folder(folder: str | os.PathLike) -> FrameSet:
     return FrameSet(folder.name, frames)
 
 
-def synthetic_sets(n_frames: int, data_dir: str | None, seed: int = 0) -> list[FrameSet]:
-    """Camera-like frames from backend.frame.synth with exactly-requested digit counts where they fit."""
+def parse_size(text: str) -> tuple[int, int]:
+    """'640x480' -> (640, 480)."""
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def digit_heights(w: int, h: int, n: int) -> tuple[int, int]:
+    """(min, max) ink height in pixels for `n` digits to fit a w x h sheet: half the side of each
+    digit's share of the frame, at most a quarter of the frame's height (200 digits at 1280x720:
+    22-34 px; at 640x480: 13-20 px)."""
+    hi = round(min(0.25 * h, 0.5 * np.sqrt(w * h / n)))
+    return round(0.65 * hi), hi
+
+
+def synthetic_sets(n_frames: int, data_dir: str | None, sizes=SIZES, counts=DIGITS, seed: int = 0) -> list[FrameSet]:
+    """Camera-like sheets from backend.frame.synth holding n digits each (fewer where they do not fit:
+    the truth says how many were placed)."""
     from backend.frame.synth import SceneConfig, load_mnist_digits, scenes
 
     digits = load_mnist_digits(data_dir)
     out = []
-    for w, h, k in SYNTH_SETS:
-        # Thirty digits only fit a 640x480 sheet when they are small.
-        cfg = SceneConfig(width=w, height=h, min_digits=k, max_digits=k, closeup_p=0.0,
-                          max_height=max(40, int(h * (0.25 if k <= 10 else 0.1))), min_height=max(22, h // 24))
-        ss = list(scenes(n_frames, seed, cfg, digits=digits))
-        out.append(FrameSet(f"synth{w}x{h}/{k}", [s.image for s in ss], float(np.mean([len(s.labels) for s in ss]))))
+    for w, h in sizes:
+        for n in counts:
+            lo, hi = digit_heights(w, h, n)
+            cfg = SceneConfig(width=w, height=h, min_digits=n, max_digits=n, min_height=lo, max_height=hi,
+                              closeup_p=0.0)
+            ss = list(scenes(n_frames, seed, cfg, digits=digits))
+            out.append(FrameSet(f"synth{w}x{h}/{n}", [s.image for s in ss], [(s.boxes, s.labels) for s in ss]))
     return out
 
 
@@ -92,30 +115,53 @@ def _draw_fn():
     return draw
 
 
+def score_frame(res, truth: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
+    """(found, read right): digits placed that an accepted detection covers (IoU >= 0.5), and of
+    those the ones read as the digit placed there."""
+    boxes, labels = truth
+    if not len(boxes) or not len(res.detections):
+        return 0, 0
+    iou = box_iou(boxes, res.detections.boxes)  # (placed, accepted)
+    best = iou.argmax(1)
+    hit = iou[np.arange(len(boxes)), best] >= 0.5
+    return int(hit.sum()), int((hit & (res.detections.digits[best] == labels)).sum())
+
+
 def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3) -> dict:
-    """Median ms per stage and in all over `repeats` passes through the frames."""
+    """Per frame, over `repeats` passes through the frames: median ms per stage, the frame's median,
+    p90 and max (detect + preprocess + model + reading; drawing apart), its CPU time, and the digits
+    found and read right of those placed (without truth, as on photos: the digits reported)."""
     draw = _draw_fn()
     for f in fs.frames[:warmup]:
         pipe.process(f)
-    per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    total, cands = [], []
+    per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "draw")}
+    total, cpu, cands, found = [], [], [], []  # found: (found, read right) per frame
     for _ in range(repeats):
-        for f in fs.frames:
-            t0 = time.perf_counter()
+        for i, f in enumerate(fs.frames):
+            c0, t0 = time.process_time(), time.perf_counter()
             res = pipe.process(f)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             draw(f, res)
             t2 = time.perf_counter()
+            wall = (t1 - t0) * 1e3
             for s in STAGES[:3]:
                 per_stage[s].append(res.timings[s])
+            per_stage["reading"].append(wall - res.timings["total"])  # reading order and results, after the model
             per_stage["draw"].append((t2 - t1) * 1e3)
-            total.append((t2 - t0) * 1e3)
+            total.append(wall)
+            cpu.append((c1 - c0) * 1e3)
             cands.append(len(res.detections) + len(res.rejected))
+            found.append(score_frame(res, fs.truth[i]) if fs.truth else (len(res.detections), None))
     row = {"set": fs.name, "frames": len(fs.frames), "size": "x".join(map(str, fs.frames[0].shape[1::-1])),
-           "digits_drawn": fs.digits, "candidates": float(np.mean(cands))}
+           "placed": float(np.mean([len(t[1]) for t in fs.truth])) if fs.truth else None,
+           "found": float(np.mean([f for f, _ in found])),
+           "read_right": float(np.mean([r for _, r in found])) if fs.truth else None,
+           "candidates": float(np.mean(cands))}
     row.update({f"{s}_ms": float(np.median(v)) for s, v in per_stage.items()})
     row["total_ms"] = float(np.median(total))
     row["total_p90_ms"] = float(np.percentile(total, 90))
+    row["total_max_ms"] = float(np.max(total))
+    row["cpu_ms"] = float(np.median(cpu))
     row["fps"] = 1e3 / row["total_ms"]
     return row
 
@@ -254,47 +300,56 @@ def available_backends(requested: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> dict:
     backends = available_backends(args.backends)
     load0 = os.getloadavg()
-    result: dict = {"machine": machine_info(), "load_avg_start": load0, "checkpoint": args.checkpoint or "default",
-                    "threads": args.threads, "frames": [], "model": [], "video": []}
-    recs = {b: Recognizer(args.checkpoint, device=args.device if b == "torch" else "cpu", backend=b,
-                          threads=args.threads) for b in backends}
-    result["model_info"] = {"name": recs[backends[0]].name, "params": recs[backends[0]].params,
-                            "preset": recs[backends[0]].preset, "device": str(recs[backends[0]].device),
-                            "mflops_per_crop": mflops_per_crop(recs[backends[0]])}
-    print(f"model {result['model_info']['name']} ({result['model_info']['preset']}): "
-          f"{result['model_info']['params']:,} parameters, {result['model_info']['mflops_per_crop']:.1f} MFLOP "
-          f"per crop; backends {', '.join(backends)}; {recs[backends[0]].threads} inference thread(s)")
+    result: dict = {"machine": machine_info(), "load_avg_start": load0,
+                    "checkpoint": [c or "default" for c in args.checkpoint], "threads": args.threads,
+                    "model_info": [], "frames": [], "model": [], "video": []}
+    # (model name, backend) -> recognizer, every model with every backend
+    recs: dict[tuple[str, str], Recognizer] = {}
+    for ckpt in args.checkpoint:
+        for b in backends:
+            rec = Recognizer(ckpt, device=args.device if b == "torch" else "cpu", backend=b, threads=args.threads)
+            recs[rec.name, b] = rec
+        info = {"name": rec.name, "checkpoint": ckpt or "default", "params": rec.params, "preset": rec.preset,
+                "device": str(rec.device), "mflops_per_crop": mflops_per_crop(rec)}
+        result["model_info"].append(info)
+        print(f"model {info['name']} ({info['preset']}): {info['params']:,} parameters, "
+              f"{info['mflops_per_crop']:.1f} MFLOP per crop; backends {', '.join(backends)}; "
+              f"{rec.threads} inference thread(s)")
     if "model" in args.sections:
-        for b, rec in recs.items():
+        for (m, b), rec in recs.items():
             for row in time_model(rec, seconds=args.seconds):
-                result["model"].append({"backend": b, **row})
+                result["model"].append({"model": m, "backend": b, **row})
         print_table("model alone (Recognizer.predict, ms median)", result["model"],
-                    [("backend", "backend", 0), ("batch", "batch", 0), ("latency ms", "latency_ms", 2),
-                     ("p90 ms", "p90_ms", 2), ("crops/s", "crops_per_s", 0)])
+                    [("model", "model", 0), ("backend", "backend", 0), ("batch", "batch", 0),
+                     ("latency ms", "latency_ms", 2), ("p90 ms", "p90_ms", 2), ("crops/s", "crops_per_s", 0)])
     if "frames" in args.sections:
         sets = [load_folder(d) for d in args.realworld]
         if not args.no_synthetic:
-            sets += synthetic_sets(args.synthetic_frames, args.data_dir)
+            sets += synthetic_sets(args.synthetic_frames, args.data_dir, args.sizes, args.digits)
         for fs in sets:
-            for b, rec in recs.items():
+            for (m, b), rec in recs.items():
                 row = time_frames(Pipeline(rec), fs, args.repeats)
-                result["frames"].append({"backend": b, **row})
-                print(f"  {fs.name:<22} {b:<5} total {row['total_ms']:.2f} ms", file=sys.stderr, flush=True)
-        print_table("per frame (ms, median; total = detect + preprocess + model + draw)", result["frames"],
-                    [("set", "set", 0), ("backend", "backend", 0), ("size", "size", 0),
-                     ("cands", "candidates", 1), ("detect", "detect_ms", 2), ("prep", "preprocess_ms", 2),
-                     ("model", "model_ms", 2), ("draw", "draw_ms", 2), ("total", "total_ms", 2),
-                     ("p90", "total_p90_ms", 2), ("fps", "fps", 0)])
+                result["frames"].append({"model": m, "backend": b, **row})
+                print(f"  {fs.name:<22} {m:<20} {b:<5} frame {row['total_ms']:.2f} ms, load "
+                      f"{os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+        print_table("per frame (ms, median; frame = detect + preprocess + model + reading, drawing apart; "
+                    "cpu = CPU time of the frame)", result["frames"],
+                    [("set", "set", 0), ("model", "model", 0), ("backend", "backend", 0), ("placed", "placed", 1),
+                     ("found", "found", 1), ("right", "read_right", 1), ("detect", "detect_ms", 2),
+                     ("prep", "preprocess_ms", 2), ("model", "model_ms", 2), ("reading", "reading_ms", 2),
+                     ("frame", "total_ms", 2), ("p90", "total_p90_ms", 2), ("max", "total_max_ms", 2),
+                     ("cpu", "cpu_ms", 2), ("draw", "draw_ms", 2)])
     if "video" in args.sections:
         with tempfile.TemporaryDirectory() as tmp:
             video = Path(args.video) if args.video else Path(tmp) / "digits640.avi"
             per_frame = None if args.video else write_video(video, args.video_frames, args.data_dir)
-            for b in backends:
-                row = time_video(video, args.video_frames, b, args.threads, args.checkpoint)
-                row["digits_per_frame"] = per_frame
-                result["video"].append(row)
+            for ckpt, info in zip(args.checkpoint, result["model_info"]):
+                for b in backends:
+                    row = time_video(video, args.video_frames, b, args.threads, ckpt)
+                    row["model"], row["digits_per_frame"] = info["name"], per_frame
+                    result["video"].append(row)
         print_table("headless video (640x480)", result["video"],
-                    [("backend", "backend", 0), ("fps", "fps", 1), ("frames", "frames", 0),
+                    [("model", "model", 0), ("backend", "backend", 0), ("fps", "fps", 1), ("frames", "frames", 0),
                      ("digits/frame", "digits_per_frame", 1), ("how", "how", 0)])
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["load_avg_end"] = os.getloadavg()
@@ -311,7 +366,8 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--realworld", nargs="*", default=[], metavar="DIR", help="folders of real photos to time")
-    p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    p.add_argument("--checkpoint", nargs="+", default=[None], metavar="CKPT",
+                   help="model checkpoints, each timed with every backend (default: the shipped one)")
     p.add_argument("--backends", nargs="+", choices=[b for b in BACKENDS if b != "auto"], default=["torch", "onnx"],
                    help="recognizer backends to compare (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="device of the torch backend (default: %(default)s)")
@@ -320,6 +376,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="passes over each frame set (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=1.5, help="time per model batch size (default: %(default)s)")
     p.add_argument("--synthetic-frames", type=int, default=10, help="frames per synthetic set (default: %(default)s)")
+    p.add_argument("--sizes", nargs="+", type=parse_size, default=list(SIZES), metavar="WxH",
+                   help="synthetic frame sizes (default: 640x480 1280x720)")
+    p.add_argument("--digits", nargs="+", type=int, default=list(DIGITS), metavar="N",
+                   help="digits per synthetic frame (default: %(default)s)")
     p.add_argument("--no-synthetic", action="store_true", help="skip the synthetic frame sets")
     p.add_argument("--video", default=None, help="a 640x480 video to time instead of the generated one")
     p.add_argument("--video-frames", type=int, default=600, help="frames of the video run (default: %(default)s)")

@@ -1,0 +1,92 @@
+"""Smoke tests of the benchmark scripts on tiny settings: their tables have the expected shape and
+the digits drawn are found. Timings are printed by the scripts, never asserted here."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backend.bench import bench_live, benchmark, photos
+from backend.frame.synth import SceneConfig, demo_digits, scenes
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = str(ROOT / "artifacts" / "digits_vit_fast.pt")
+SCORE = ROOT.parent / "shared" / "tools" / "score.py"
+
+
+def test_digit_heights_fit_the_sheet():
+    assert benchmark.digit_heights(1280, 720, 200) == (22, 34)
+    lo, hi = benchmark.digit_heights(640, 480, 1)
+    assert lo < hi == 120  # one digit: at most a quarter of the frame's height
+
+
+def test_scaling_table_on_tiny_settings(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    args = benchmark.parse_args(["--sections", "frames", "--sizes", "640x480", "--digits", "1", "10",
+                                 "--backends", "torch", "--checkpoint", FAST, "--repeats", "1",
+                                 "--synthetic-frames", "1", "--data-dir", str(mnist_dir), "--json", str(out)])
+    benchmark.run(args)
+    result = json.loads(out.read_text())
+    rows = result["frames"]
+    assert [(r["set"], r["model"], r["backend"]) for r in rows] == [
+        ("synth640x480/1", "digits_vit_fast.pt", "torch"), ("synth640x480/10", "digits_vit_fast.pt", "torch")]
+    for r, n in zip(rows, (1, 10)):
+        assert r["placed"] == n and r["found"] >= n - 1 and r["read_right"] >= 0.8 * n
+        stages = sum(r[f"{s}_ms"] for s in benchmark.STAGES)
+        assert r["total_ms"] == pytest.approx(stages, rel=1e-6)  # one frame: its stages add up to it
+        assert r["total_ms"] <= r["total_p90_ms"] <= r["total_max_ms"] and r["cpu_ms"] >= 0 and r["draw_ms"] > 0
+    assert len(result["load_avg_start"]) == 3 and result["model_info"][0]["preset"] == "fast"
+    printed = capsys.readouterr().out
+    assert "synth640x480/10" in printed and "found" in printed and "load average" in printed
+
+
+def test_sizes_must_read_width_x_height(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--sizes", "640by480"])
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_score_frame_counts_found_and_read_right():
+    from backend.frame.detections import Detections
+    from backend.frame.pipeline import FrameResult
+
+    truth = (np.array([[0, 0, 10, 20], [50, 0, 10, 20], [100, 0, 10, 20]]), np.array([3, 4, 5]))
+    boxes = np.array([[1, 0, 10, 20], [50, 1, 10, 20]])  # the third digit is missed
+    n = len(boxes)
+    dets = Detections(boxes, np.array([3, 7]), np.ones(n), np.zeros((n, 10)), np.zeros((n, 7, 7)),
+                      np.zeros((n, 7, 7)), np.zeros((n, 28, 28)))
+    res = FrameResult(dets, dets.select(np.zeros(n, bool)), [])
+    assert benchmark.score_frame(res, truth) == (2, 1)
+
+
+@pytest.mark.skipif(not SCORE.is_file(), reason="the data set's score.py is not beside the project")
+def test_photos_scores_a_tiny_folder(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cfg = SceneConfig(min_digits=3, max_digits=3, min_height=60, max_height=90, closeup_p=0.0,
+                      light_on_dark_p=0.0, ruled_p=0.0, shadow_p=0.0, table_p=0.0)
+    with open(tmp_path / "labels.tsv", "w", newline="") as fh:
+        w = csv.writer(fh, delimiter="\t")
+        w.writerow(["file", "expected", "kind", "source_repo"])
+        for i, sc in enumerate(scenes(2, 0, cfg, digits=demo_digits())):
+            cv2.imwrite(str(folder / f"p{i}.png"), sc.image)
+            w.writerow([f"p{i}.png", sc.text.replace(" ", ""), "page", f"source{i}"])
+    score = str(shutil.copy(SCORE, tmp_path / "score.py"))
+    assert photos.main([str(folder), str(tmp_path / "labels.tsv"), "--checkpoint", FAST, "--score-tool", score]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines[1:]] == ["source0", "source1", "all"]
+    digits, acc = lines[-1].split()[1:3]
+    assert digits == "6" and float(acc.rstrip("%")) >= 80
+
+
+@pytest.mark.skipif(not (bench_live.SHARED / "realworld").is_dir() or not SCORE.is_file(),
+                    reason="the development photos are not beside the project")
+def test_bench_live_runs_one_short_clip(capsys):
+    bench_live.main(["--clips", "1", "--frames", "8", "--checkpoint", FAST])
+    out = capsys.readouterr().out
+    assert "1 clips x 8 frames" in out and "tracked (shipped)" in out and "accuracy" in out
