@@ -1,6 +1,7 @@
 """Synthetic scenes: deterministic, boxes that hold their digits, a moving demo sheet."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -34,10 +35,30 @@ def test_scene_contents(digits):
             str(sc.labels[i]) for line in sc.lines for num in line for i in num)
 
 
-@pytest.mark.parametrize("kind", ["paper", "plain", "noise"])
-def test_blank_scene(kind):
-    img = synth.blank_scene(np.random.default_rng(0), kind=kind)
-    assert img.shape == (480, 640, 3) and img.dtype == np.uint8
+def stroke_contrast(img: np.ndarray) -> np.ndarray:
+    """How far each pixel stands out, darker or lighter, from the paper within 5 px: a pen or
+    chalk stroke by far more than grain, sensor noise and soft shadows. A 24 px border is left
+    out: the table can show at the sheet's corners."""
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)[24:-24, 24:-24]
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))
+    return np.maximum(cv2.morphologyEx(g, cv2.MORPH_BLACKHAT, k), cv2.morphologyEx(g, cv2.MORPH_TOPHAT, k))
+
+
+@pytest.mark.parametrize("kind", ["paper", "plain"])
+def test_blank_scene_has_nothing_written_on_it(kind):
+    cfg = synth.SceneConfig(ruled_p=0.0, table_p=0.0)  # ruled lines and a table's edge stand out too
+    written = next(synth.scenes(1, seed=0, cfg=cfg, digits=synth.demo_digits()))
+    assert (stroke_contrast(written.image) > 40).sum() > 1000  # what a few digits give
+    rng = np.random.default_rng(0)
+    for _ in range(8):  # measured: at most 28 over 40 blank scenes of each kind
+        img = synth.blank_scene(rng, cfg, kind=kind)
+        assert img.shape == (480, 640, 3) and stroke_contrast(img).max() < 40
+
+
+def test_noise_scene_is_noise_only():
+    img = synth.blank_scene(np.random.default_rng(0), kind="noise")
+    blocks = img.reshape(15, 32, 20, 32, 3).mean(axis=(1, 3))  # 32x32 blocks, per channel
+    assert img.min() == 0 and img.max() == 255 and np.abs(blocks - 127.5).max() < 12  # no shape anywhere
 
 
 def test_demo_scene_moves(digits):
