@@ -2,7 +2,7 @@
 
   python -m backend.bench.bench_live                 # 12 clips x 60 frames (backend.bench.live_clips)
   python -m backend.bench.bench_live --steady        # a camera on a stand: model calls per detection
-  python -m backend.bench.bench_live --compare       # also raw readings, greedy matching, no reuse
+  python -m backend.bench.bench_live --compare       # also raw readings, Hungarian matching, no reuse
   python -m backend.bench.bench_live --shake 4       # a much shakier hand
 
 Each clip goes through the app's own frame stream (detection, recognition, tracking, reading
@@ -33,6 +33,7 @@ from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
 from backend.live.app import frame_stream
 from backend.live.tracking import Tracker, TrackerConfig
+from backend.model.device import BACKENDS
 from backend.model.recognizer import Recognizer
 from backend.bench.live_clips import FRAMES, Clip, clips
 
@@ -62,7 +63,7 @@ class Counting:
     """A pipeline that counts candidates and model calls."""
 
     def __init__(self, pipeline: Pipeline):
-        self.pipeline, self.candidates, self.calls = pipeline, 0, 0
+        self.pipeline, self.cfg, self.candidates, self.calls = pipeline, pipeline.cfg, 0, 0
 
     def process(self, frame, **kw):
         r = self.pipeline.process(frame, **kw)
@@ -71,22 +72,15 @@ class Counting:
         return r
 
 
-def greedy_match(prev, cur, min_iou, max_centre_dist):
-    """The tracker's matching before it was Hungarian: best pair first (for --compare)."""
+def hungarian_match(prev, cur, min_iou, max_centre_dist):
+    """The optimal assignment of the tracker's match scores (for --compare; needs scipy)."""
+    from scipy.optimize import linear_sum_assignment
+
     if len(prev) == 0 or len(cur) == 0:
         return []
-    iou = box_iou(prev, cur)
-    pc, cc = prev[:, :2] + prev[:, 2:] / 2.0, cur[:, :2] + cur[:, 2:] / 2.0
-    dist = np.linalg.norm(pc[:, None] - cc[None], axis=2) / np.maximum(np.hypot(prev[:, 2], prev[:, 3])[:, None], 1e-9)
-    score = np.where(iou >= min_iou, 1.0 + iou, np.where(dist <= max_centre_dist, 1.0 - dist, -1.0))
-    pairs, used_p, used_c = [], set(), set()
-    for flat in np.argsort(-score, axis=None):
-        i, j = divmod(int(flat), score.shape[1])
-        if score[i, j] < 0:
-            break
-        if i not in used_p and j not in used_c:
-            used_p.add(i), used_c.add(j), pairs.append((i, j))
-    return pairs
+    score = tracking.match_scores(prev, cur, min_iou, max_centre_dist)
+    rows, cols = linear_sum_assignment(np.where(score < 0, 1e3, -score))
+    return [(int(i), int(j)) for i, j in zip(rows, cols) if score[i, j] >= 0]
 
 
 @dataclass
@@ -188,16 +182,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=FRAMES)
     p.add_argument("--steady", action="store_true", help="clips from a camera on a stand")
     p.add_argument("--shake", type=float, default=1.0, help="multiply the hand's shake (default: %(default)s)")
-    p.add_argument("--compare", action="store_true", help="also raw readings, greedy matching and no reuse")
+    p.add_argument("--compare", action="store_true", help="also raw readings, Hungarian matching (scipy) and no reuse")
     p.add_argument("--per-clip", action="store_true")
     p.add_argument("--shared", default=str(SHARED), help="the shared folder (realworld/, tools/score.py)")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference engine, as the app's (default: auto)")
     args = p.parse_args(argv)
 
     shared = Path(args.shared)
     score = load_score(shared / "tools" / "score.py")
-    rec = Recognizer(args.checkpoint, args.device)
+    rec = Recognizer(args.checkpoint, args.device, backend=args.backend)
     pipeline = Pipeline(rec)
     clip_list = clips(shared / "realworld", args.clips, args.steady, args.frames, args.shake)
     print(f"model {rec.name} on {rec.device} {rec.backend}; {len(clip_list)} {'steady ' if args.steady else ''}clips x "
@@ -212,12 +207,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'':28s} readings the same with and without reuse in {100 * same:.1f} % of frames")
     if args.compare:
         print(run(clip_list, pipeline, score, None).line("raw per-frame readings"))
-        hungarian = tracking.match_boxes
-        tracking.match_boxes = greedy_match
+        greedy = tracking.match_boxes
+        tracking.match_boxes = hungarian_match
         try:
-            print(run(clip_list, pipeline, score, TrackerConfig()).line("tracked, greedy matching"))
+            print(run(clip_list, pipeline, score, TrackerConfig()).line("tracked, Hungarian matching"))
         finally:
-            tracking.match_boxes = hungarian
+            tracking.match_boxes = greedy
 
 
 if __name__ == "__main__":

@@ -211,130 +211,171 @@ def _finger(frame: np.ndarray, tip: np.ndarray, angle: float, width: float) -> N
     frame[:] = frame * (1 - mask) + skin * mask
 
 
-def make_clip(glyphs: list[Glyph], index: int, steady: bool = False, frames: int = FRAMES, shake: float = 1.0) -> Clip:
-    """Clip `index` (its kind is KINDS[index % 12]); `steady`: the same from a camera on a stand
-    (no drift, shake, tilt or zoom); `shake` multiplies the hand's shake."""
-    kind = KINDS[index % len(KINDS)]
-    rng = np.random.default_rng(1000 * index)
-    W, H = SIZE
-    placed, h = _layout(rng, glyphs, kind)
-    ends = np.array([p.corners[:, :2].max(0) for p in placed])
-    extent = ends.max(0)  # the writing spans (0, 0) .. extent on the sheet
-    margin = 2.0 * h
-    sw, sh = int(extent[0] + 2 * margin), int(extent[1] + 2 * margin)
-    for p in placed:
-        p.x, p.y = p.x + margin, p.y + margin
-    clip = Clip(f"{index:02d}-{kind}" + ("-steady" if steady else ""))
+@dataclass
+class Camera:
+    """A hand-held camera over the sheet: where the sheet lands in frame t (a homography)."""
 
-    # Events: a digit rewritten in place, a digit written anew at the end of a line.
-    events: list[tuple[str, int]] = []  # (kind, index in placed)
+    sheet_size: tuple[int, int]  # width, height
+    scale: float  # frame pixels per sheet pixel
+    drift: np.ndarray  # (2,) slow sway, frame pixels
+    shake: np.ndarray  # (frames, 2) the hand's jitter, frame pixels
+    periods: np.ndarray  # (2,) frames
+    phase: np.ndarray  # (4,)
+    tilt: float  # perspective, as a fraction of the frame
+    zoom: float  # relative
+    rotation: float  # degrees
+
+    def pose(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(3, 3) sheet -> frame homography at frame t, and where the sheet's centre lands."""
+        W, H = SIZE
+        sw, sh = self.sheet_size
+        wave = np.sin(2 * math.pi * t / self.periods + self.phase[:2])
+        s = self.scale * (1 + self.zoom * wave[0])
+        rot = math.radians(self.rotation * wave[1])
+        centre = np.array([W / 2, H / 2]) + self.drift * np.sin(2 * math.pi * t / self.periods + self.phase[2:]) \
+            + self.shake[t]
+        A = np.array([[s * math.cos(rot), -s * math.sin(rot), 0], [s * math.sin(rot), s * math.cos(rot), 0], [0, 0, 1]])
+        P = np.eye(3)
+        P[2, 0] = self.tilt * math.sin(2 * math.pi * t / self.periods[1] + self.phase[3]) / W
+        P[2, 1] = self.tilt * math.cos(2 * math.pi * t / self.periods[0] + self.phase[2]) / H
+        M = np.array([[1, 0, centre[0]], [0, 1, centre[1]], [0, 0, 1]]) @ P @ A @ \
+            np.array([[1, 0, -sw / 2], [0, 1, -sh / 2], [0, 0, 1]])
+        return M / M[2, 2], centre
+
+
+@dataclass
+class Film:
+    """What happens between the sheet and the picture: light, a finger, blur, noise, JPEG."""
+
+    light: bool  # light that rises and falls, and a shadow sweeping across
+    focus: bool  # the camera hunting for focus
+    noise: float  # sensor noise, grey levels
+    quality: int  # JPEG quality
+    finger: tuple | None  # (digit covered, first frame, frames, angle, width)
+
+    def photograph(self, sheet: np.ndarray, M: np.ndarray, moved: np.ndarray, t: int, frames: int,
+                   rng: np.random.Generator) -> np.ndarray:
+        """The sheet (H, W, 3) float32 seen through homography M -> a BGR uint8 frame; `moved`: the
+        camera's movement since the last frame (motion blur)."""
+        W, H = SIZE
+        frame = np.empty((H, W, 3), np.float32)
+        frame[:] = TABLE
+        cv2.warpPerspective(sheet, M, (W, H), dst=frame, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        gain = 1.0
+        if self.light:
+            gain = 0.75 + 0.25 * math.sin(2 * math.pi * t / 30)
+            band = (xx - (W * (t / frames * 1.6 - 0.3))) / 40.0  # a shadow sweeping across
+            frame *= (1.0 - 0.35 / (1 + np.exp(-band)) * (1 / (1 + np.exp(band - 6))))[..., None]
+        frame *= gain * (1.0 - 0.15 * ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / (W * W / 4))[..., None]
+        if self.finger is not None and self.finger[1] <= t < self.finger[1] + self.finger[2]:
+            digit, _, _, angle, width = self.finger
+            tip = cv2.perspectiveTransform(digit.corners[None], M)[0].mean(0)
+            _finger(frame, tip + [0, 0.3 * width], angle, width)
+        v = moved * 0.6  # the shutter is open for 60 % of the frame
+        n = int(min(np.hypot(*v), 12))
+        if n >= 2:
+            k = np.zeros((n * 2 + 1, n * 2 + 1), np.float32)
+            cv2.line(k, (int(n - v[0] / 2), int(n - v[1] / 2)), (int(n + v[0] / 2), int(n + v[1] / 2)), 1.0, 1)
+            frame = cv2.filter2D(frame, -1, k / k.sum())
+        sigma = 1.8 * max(0.0, math.sin(2 * math.pi * t / 24)) if self.focus else 0.5
+        if sigma > 0.3:
+            frame = cv2.GaussianBlur(frame, (0, 0), sigma)
+        frame += rng.normal(0, self.noise, frame.shape).astype(np.float32)
+        ok, buf = cv2.imencode(".jpg", np.clip(frame, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def _events(rng: np.random.Generator, placed: list[Placed], glyphs: list[Glyph], kind: str, frames: int,
+            h: float, right: float) -> list[tuple[str, int]]:
+    """A digit rewritten in place, a digit written anew at the end of the first line (when it fits
+    left of `right`) -> (kind, index in `placed`) of each digit written."""
+    events = []
     if kind in ("rewrite", "everything"):
         p = placed[int(rng.integers(len(placed)))]
         t = int(rng.integers(frames // 3, frames // 2))
         others = [g for g in glyphs if g.label != p.glyph.label]
-        new = others[int(rng.integers(len(others)))]
-        q = Placed(new, p.x, p.y, p.height, p.contrast, start=t, line=p.line)
+        placed.append(Placed(others[int(rng.integers(len(others)))], p.x, p.y, p.height, p.contrast, start=t,
+                             line=p.line))
         p.end = t
-        placed.append(q)
         events.append(("rewrite", len(placed) - 1))
     if kind in ("new-digit", "everything"):
         last = max((p for p in placed if p.line == 0), key=lambda p: p.x)
         g = glyphs[int(rng.integers(len(glyphs)))]
         t = int(rng.integers(frames // 4, frames // 2))
         x = last.corners[1, 0] + 0.25 * h
-        if x + h < sw - margin / 2:
+        if x + h < right:
             placed.append(Placed(g, x, last.y, last.height, last.contrast, start=t, line=0))
             events.append(("new", len(placed) - 1))
+    return events
 
+
+def _paper(rng: np.random.Generator, size: tuple[int, int], ruled_from: float | None, h: float) -> np.ndarray:
+    """Paper (height, width, 3) float32: a colour, blotches and grain, maybe blue rules."""
+    sw, sh = size
     paper = np.empty((sh, sw, 3), np.float32)
     paper[:] = PAPERS[int(rng.integers(len(PAPERS)))]
     lo = cv2.resize(rng.normal(0, 1, (max(2, sh // 80), max(2, sw // 80))).astype(np.float32), (sw, sh),
                     interpolation=cv2.INTER_CUBIC)
     paper += (4 * lo + 2 * rng.normal(0, 1, (sh, sw)).astype(np.float32))[..., None]
-    if kind in ("ruled-noisy", "everything"):
-        for y in np.arange(margin + h * 1.15, sh, rng.uniform(1.7, 2.1) * h):
+    if ruled_from is not None:
+        for y in np.arange(ruled_from, sh, rng.uniform(1.7, 2.1) * h):
             cv2.line(paper, (0, int(y)), (sw, int(y)), (210, 170, 140), 2, cv2.LINE_AA)
+    return paper
+
+
+def make_clip(glyphs: list[Glyph], index: int, steady: bool = False, frames: int = FRAMES, shake: float = 1.0) -> Clip:
+    """Clip `index` (its kind is KINDS[index % 12]); `steady`: the same from a camera on a stand
+    (no drift, shake, tilt or zoom); `shake` multiplies the hand's shake."""
+    kind = KINDS[index % len(KINDS)]
+    hard = kind == "everything"
+    rng = np.random.default_rng(1000 * index)
+    W, H = SIZE
+    placed, h = _layout(rng, glyphs, kind)
+    extent = np.array([p.corners.max(0) for p in placed]).max(0)  # the writing spans (0, 0) .. extent
+    margin = 2.0 * h
+    sw, sh = int(extent[0] + 2 * margin), int(extent[1] + 2 * margin)
+    for p in placed:
+        p.x, p.y = p.x + margin, p.y + margin
+    clip = Clip(f"{index:02d}-{kind}" + ("-steady" if steady else ""))
+    events = _events(rng, placed, glyphs, kind, frames, h, sw - margin / 2)
+    paper = _paper(rng, (sw, sh), margin + h * 1.15 if kind == "ruled-noisy" or hard else None, h)
     pen = np.array(PENS[int(rng.integers(len(PENS)))], np.float32)
     stroke = {"thin": (1.0, 1.5), "everything": (1.5, 2.0)}.get(kind, (2.0, 5.0))  # pen width, sheet pixels
 
-    # The camera: the writing centred, filling 60-75 % of the frame's width at most.
+    # The writing centred, filling 60-75 % of the frame's width at most.
     scale = min(rng.uniform(0.6, 0.75) * W / (extent[0] + 1e-6), 0.6 * H / (extent[1] + 1e-6), 1.6)
     moving = 0.0 if steady else 1.0
     amp = {"shake": 3.0, "everything": 2.0}.get(kind, 1.0) * moving * shake
     drift = rng.uniform(8, 20, 2) * moving
-    periods = rng.uniform(40, 90, 2)
-    phase = rng.uniform(0, 2 * math.pi, 4)
-    shake = np.cumsum(rng.normal(0, 1.2 * amp, (frames, 2)), 0) * 0.5 + rng.normal(0, 1.0 * amp, (frames, 2))
-    tilt_amp = (0.12 if kind in ("tilt-zoom", "everything") else 0.04) * moving
-    zoom_amp = (0.12 if kind in ("tilt-zoom", "everything") else 0.03) * moving
-    rot_amp = (4.0 if kind in ("tilt-zoom", "everything") else 1.5) * moving
-    focus = kind in ("focus", "everything")
-    light = kind in ("light", "everything")
-    noise = rng.uniform(6, 10) if kind in ("ruled-noisy", "everything") else rng.uniform(2, 5)
-    quality = (int(rng.integers(35, 50)) if kind in ("ruled-noisy", "everything") else int(rng.integers(60, 85)))
-    finger = None
-    if kind in ("finger", "everything"):
-        target = placed[int(rng.integers(len(placed)))]
-        finger = (target, int(rng.integers(frames // 4, frames // 2)), int(rng.integers(3, 6)),
-                  rng.uniform(0.3, 1.2) + math.pi / 2, rng.uniform(0.9, 1.2) * h * scale)
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    periods, phase = rng.uniform(40, 90, 2), rng.uniform(0, 2 * math.pi, 4)
+    jitter = np.cumsum(rng.normal(0, 1.2 * amp, (frames, 2)), 0) * 0.5 + rng.normal(0, 1.0 * amp, (frames, 2))
+    strong = kind == "tilt-zoom" or hard
+    camera = Camera((sw, sh), scale, drift, jitter, periods, phase, (0.12 if strong else 0.04) * moving,
+                    (0.12 if strong else 0.03) * moving, (4.0 if strong else 1.5) * moving)
+    noisy = kind == "ruled-noisy" or hard
+    film = Film(kind == "light" or hard, kind == "focus" or hard, rng.uniform(6, 10) if noisy else rng.uniform(2, 5),
+                int(rng.integers(35, 50)) if noisy else int(rng.integers(60, 85)), None)
+    if kind == "finger" or hard:
+        film.finger = (placed[int(rng.integers(len(placed)))], int(rng.integers(frames // 4, frames // 2)),
+                       int(rng.integers(3, 6)), rng.uniform(0.3, 1.2) + math.pi / 2, rng.uniform(0.9, 1.2) * h * scale)
 
-    clip.events = [Event(kind, placed[k].start, placed[k].glyph.label, np.full((frames, 4), np.nan, np.float32), k)
-                   for kind, k in events]
-    sheet_cache: dict[tuple, np.ndarray] = {}
-    prev_centre = None
+    clip.events = [Event(e, placed[k].start, placed[k].glyph.label, np.full((frames, 4), np.nan, np.float32), k)
+                   for e, k in events]
+    sheets: dict[tuple, np.ndarray] = {}
+    prev = None
     for t in range(frames):
         active = tuple(k for k, p in enumerate(placed) if p.start <= t < p.end)
-        if active not in sheet_cache:
-            sheet_cache[active] = _sheet(placed, t, paper, pen, stroke)
-        sheet = sheet_cache[active]
-        s = scale * (1 + zoom_amp * math.sin(2 * math.pi * t / periods[0] + phase[0]))
-        rot = math.radians(rot_amp * math.sin(2 * math.pi * t / periods[1] + phase[1]))
-        centre = np.array([W / 2, H / 2]) + drift * np.sin(2 * math.pi * t / periods + phase[2:]) + shake[t]
-        A = np.array([[s * math.cos(rot), -s * math.sin(rot), 0], [s * math.sin(rot), s * math.cos(rot), 0],
-                      [0, 0, 1]])
-        T0 = np.array([[1, 0, -sw / 2], [0, 1, -sh / 2], [0, 0, 1]])
-        T1 = np.array([[1, 0, centre[0]], [0, 1, centre[1]], [0, 0, 1]])
-        P = np.eye(3)
-        P[2, 0] = tilt_amp * math.sin(2 * math.pi * t / periods[1] + phase[3]) / W
-        P[2, 1] = tilt_amp * math.cos(2 * math.pi * t / periods[0] + phase[2]) / H
-        M = T1 @ P @ A @ T0
-        M /= M[2, 2]
-        frame = np.empty((H, W, 3), np.float32)
-        frame[:] = TABLE
-        cv2.warpPerspective(sheet, M, (W, H), dst=frame, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
-
-        gain = 1.0
-        if light:
-            gain = 0.75 + 0.25 * math.sin(2 * math.pi * t / 30 + phase[0])
-            band = (xx - (W * (t / frames * 1.6 - 0.3))) / 40.0  # a shadow sweeping across
-            frame *= (1.0 - 0.35 / (1 + np.exp(-band)) * (1 / (1 + np.exp(band - 6))))[..., None]
-        frame *= gain * (1.0 - 0.15 * ((xx - W / 2) ** 2 + (yy - H / 2) ** 2) / (W * W / 4))[..., None]
-        if finger is not None and finger[1] <= t < finger[1] + finger[2]:
-            c = cv2.perspectiveTransform(finger[0].corners[None], M)[0].mean(0)
-            _finger(frame, c + [0, 0.3 * finger[4]], finger[3], finger[4])
-        if prev_centre is not None:  # motion blur along the camera's movement in this frame
-            v = (centre - prev_centre) * 0.6
-            n = int(min(np.hypot(*v), 12))
-            if n >= 2:
-                k = np.zeros((n * 2 + 1, n * 2 + 1), np.float32)
-                cv2.line(k, (int(n - v[0] / 2), int(n - v[1] / 2)), (int(n + v[0] / 2), int(n + v[1] / 2)), 1.0, 1)
-                frame = cv2.filter2D(frame, -1, k / k.sum())
-        prev_centre = centre
-        sigma = (1.8 * max(0.0, math.sin(2 * math.pi * t / 24 + phase[1])) if focus else 0.5)
-        if sigma > 0.3:
-            frame = cv2.GaussianBlur(frame, (0, 0), sigma)
-        frame += rng.normal(0, noise, frame.shape).astype(np.float32)
-        ok, buf = cv2.imencode(".jpg", np.clip(frame, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-        clip.frames.append(cv2.imdecode(buf, cv2.IMREAD_COLOR))
-
-        boxes = []
-        for k in active:
-            q = cv2.perspectiveTransform(placed[k].corners[None], M)[0]
-            x0, y0 = q.min(0)
-            x1, y1 = q.max(0)
-            boxes.append((x0, y0, x1 - x0, y1 - y0))
-        clip.boxes.append(np.array(boxes, np.float32).reshape(-1, 4))
+        if active not in sheets:
+            sheets[active] = _sheet(placed, t, paper, pen, stroke)
+        M, centre = camera.pose(t)
+        clip.frames.append(film.photograph(sheets[active], M, np.zeros(2) if prev is None else centre - prev, t,
+                                           frames, rng))
+        prev = centre
+        corners = cv2.perspectiveTransform(np.array([placed[k].corners for k in active]).reshape(-1, 1, 2), M)
+        corners = corners.reshape(-1, 4, 2)
+        lo, hi = corners.min(1), corners.max(1)
+        clip.boxes.append(np.hstack([lo, hi - lo]).astype(np.float32).reshape(-1, 4))
         clip.labels.append(np.array([placed[k].glyph.label for k in active], np.int64))
         for e in clip.events:
             if e.index in active:
