@@ -213,7 +213,11 @@ def test_upload_shows_the_digits_then_refuses_bad_files_and_goes_on(app_url, bro
     cv2.imwrite(str(good), page_of_digits())
     _open(browser, app_url, "Upload")
     status = _upload(browser, good)
-    assert "11 digits" in status and "2024" in status and "1357 869" in status
+    assert "11 digits" in status and re.search(r"by\s+accurate", status)
+    assert status.splitlines()[-3:] == ["2024", "", "1357 869"]
+    browser.find_element(By.XPATH, "//label[contains(., 'fast')]").click()  # the model switch reads it again
+    status = _wait(browser, lambda d: re.search(r"by\s+fast", _text(d, "upload-status")) and _text(d, "upload-status"))
+    assert status.splitlines()[-1] == "1357 869"
     # The picked digit's probabilities and the JSON record come with it.
     probs = _wait(browser, lambda d: _text(d, "upload-probs"))
     print(repr(probs))

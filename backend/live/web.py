@@ -28,7 +28,7 @@ import numpy as np
 from backend.errors import UserError, first_line
 from backend.frame.detections import Detections
 from backend.frame.pipeline import Pipeline
-from backend.live.app import frame_stream, record
+from backend.live.app import Interrupted, frame_stream, record, signals_raise
 from backend.live.overlay import JET, HudInfo, OverlayConfig, draw_overlay
 from backend.live.sources import MAX_SIDE, decode_image, to_bgr8
 from backend.live.tracking import Tracker
@@ -185,11 +185,12 @@ def picked_at(reading: Reading | None, x: float, y: float) -> int | None:
     return int(np.argmin(dist))
 
 
-def summary(lines: list[str], n: int, ms: float) -> str:
+def summary(lines: list[str], n: int, ms: float, model: str) -> str:
     if not n:
-        return f"No digits found ({ms:.0f} ms). Write darker or larger, or hold the page closer."
+        return f"No digits found ({ms:.0f} ms, `{model}`). Write darker or larger, or hold the page closer."
     text = "  \n".join(f"`{line}`" for line in lines)
-    return f"**{n} digit{'s' * (n != 1)}** in {ms:.0f} ms (click one to look closer), line by line:  \n{text}"
+    return (f"**{n} digit{'s' * (n != 1)}** in {ms:.0f} ms by `{model}` (click one to look closer), line by line:"
+            f"  \n{text}")
 
 
 def save_json(record: dict, path: Path) -> str:
@@ -244,28 +245,30 @@ def build_app(models: Models, tmp_dir: str | None = None) -> gr.Blocks:
     def upload(path, model, request: gr.Request):
         t0 = time.perf_counter()
         if not path:
-            return None, "Upload a photo of handwritten digits.", None, None, None, gr.update(choices=[], value=None)
+            return _nothing("Upload a photo of handwritten digits.")
         try:
             frame = decode_upload(path)
         except UserError as e:
-            return None, f"**Cannot read this file:** {e}", None, None, None, gr.update(choices=[], value=None)
-        return _answer(read_once(models.pipeline(model), frame, Path(path).name), t0, f"{request.session_hash}-upload")
+            return _nothing(f"**Cannot read this file:** {e}")
+        return _answer(model, frame, Path(path).name, t0, f"{request.session_hash}-upload")
 
     def draw(sketch, model, request: gr.Request):
         t0 = time.perf_counter()
         img = None if sketch is None else sketch.get("composite")
         if img is None or img.size == 0 or (img.shape[-1] == 4 and not img[..., 3].any()):
-            return None, "Draw digits with the mouse or a finger.", None, None, None, gr.update(choices=[], value=None)
+            return _nothing("Draw digits with the mouse or a finger.")
         frame = to_bgr8(cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA))  # strokes on a transparent canvas: over white
-        return _answer(read_once(models.pipeline(model), frame, "sketchpad"), t0, f"{request.session_hash}-draw")
+        return _answer(model, frame, "sketchpad", t0, f"{request.session_hash}-draw")
 
-    def _answer(out, t0, json_name: str):
-        shown, reading, lines = out
+    def _nothing(text: str):
+        return None, text, None, None, None, gr.update(choices=[], value=None)
+
+    def _answer(model: str, frame: np.ndarray, name: str, t0: float, json_name: str):
+        shown, reading, lines = read_once(models.pipeline(model), frame, name)
         ms = (time.perf_counter() - t0) * 1e3
-        text = json.dumps(reading.record)
-        choice = 0 if len(reading.dets) else None
-        return (shown, summary(lines, len(reading.dets), ms), reading, text, save_json(reading.record, Path(tmp_dir) / f"{json_name}.json"),
-                gr.update(choices=reading.choices(), value=choice))
+        return (shown, summary(lines, len(reading.dets), ms, model), reading, json.dumps(reading.record),
+                save_json(reading.record, Path(tmp_dir) / f"{json_name}.json"),
+                gr.update(choices=reading.choices(), value=0 if len(reading.dets) else None))
 
     def webcam(frame, model, state: Webcam | None):
         if frame is None:
@@ -369,5 +372,9 @@ def serve(models: Models, host: str = "127.0.0.1", port: int = 7860, block: bool
                         f"machine's ({first_line(e, 60)}); try another --port or --host") from None
     if block:
         print(f"Digits Transformer in the browser: {app.local_url}  (Ctrl+C stops)", flush=True)
-        app.block_thread()
+        with signals_raise() as pending:  # Ctrl+C, SIGTERM, SIGHUP: close, and exit as the live app does
+            while not pending:
+                time.sleep(0.2)
+        app.close()
+        raise Interrupted(pending[0])
     return app
