@@ -40,6 +40,7 @@ def kill_with_workers(proc: subprocess.Popen) -> None:
             pass
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available()
                     or not os.path.isdir("/proc"), reason="this torch build has no gloo, or no /proc to find ranks")
 def test_two_gloo_ranks_train_and_a_killed_run_resumes(mnist_dir, tmp_path):

@@ -12,6 +12,7 @@ from backend.frame.detect import DetectConfig
 from backend.frame.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
 from backend.frame.reading import reading_order
 from backend.model.predictions import Predictions
+from scenes import write_digit
 
 SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "digits_vit.pt"
 
@@ -114,6 +115,7 @@ def test_no_digits_reported_without_digits(kind):
         assert len(r.detections) == 0 and len(r.rejected) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, floor", [("digits_vit.pt", 0.97), ("digits_vit_fast.pt", 0.96)])
 def test_reading_accuracy_on_synthetic_scenes(digits, model, floor):
     """Each shipped model reads most digits of fixed-seed camera-like scenes (measured: 97.6 %
@@ -144,11 +146,7 @@ def test_numbers_read_in_order(digits, shipped_pipeline):
         if ch == " ":
             x += 50
             continue
-        d = images[np.flatnonzero(labels == int(ch))[1]]
-        a = synth._ink_alpha(d, 70, 0.6)
-        h, w = a.shape
-        img[150:150 + h, x:x + w] = (235 * (1 - a[..., None])).astype(np.uint8)
-        x += w + 14
+        x += write_digit(img, images[np.flatnonzero(labels == int(ch))[1]], x, 150, 70, ink=(0, 0, 0)) + 14
     assert shipped_pipeline.process(img).numbers == ["2024", "15"]
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from backend.frame import synth
+from scenes import write_digit
 from backend.frame.detect import find_candidates
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
 from backend.frame.preprocess import candidates_to_mnist, percentile, stroke_width, to_batch
@@ -25,11 +26,7 @@ def mnist_stroke(img28: np.ndarray) -> float:
 def scene_with(digit28: np.ndarray, height: int, weight: float, board: bool = False) -> np.ndarray:
     """One digit on plain paper (or chalk on a board), `weight` 0 = ballpoint .. 1 = marker."""
     img = np.full((480, 640, 3), (40, 55, 40) if board else (235, 238, 240), np.float32)
-    a = synth._ink_alpha(digit28, height, weight)
-    h, w = a.shape
-    ink = np.float32((230, 230, 230) if board else (120, 40, 20))
-    roi = img[60:60 + h, 100:100 + w]
-    roi += a[..., None] * (ink - roi)
+    write_digit(img, digit28, 100, 60, height, weight, (230, 230, 230) if board else (120, 40, 20))
     return np.clip(img + np.random.default_rng(0).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
 
 

@@ -45,20 +45,15 @@ def test_layer_maps_are_one_per_layer_and_normalised():
     assert not np.allclose(per_layer[:, 0], per_layer[:, -1])  # layers differ
 
 
-@pytest.mark.parametrize("with_log", [True, False])
-def test_report_writes_curves_and_gallery(mnist_dir, tmp_path, with_log):
-    model = VisionTransformer(TINY)
-    history = [_row(1, 0.5), _row(2, 0.7)]
-    ckpt_dir = tmp_path / "run"
-    save_atomic({"config": TINY.to_dict(), "model": model.state_dict(), "preset": "tiny", "history": history},
-                ckpt_dir / "best.pt")
-    if with_log:  # training writes metrics.jsonl beside its checkpoints; without it the stored history is used
-        (ckpt_dir / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in history + [_row(3, 0.8)]))
-    written = write_report(ckpt_dir / "best.pt", tmp_path / "report", str(mnist_dir))
+def test_report_writes_curves_and_gallery(mnist_dir, tmp_path):
+    save_atomic({"config": TINY.to_dict(), "model": VisionTransformer(TINY).state_dict(), "preset": "tiny",
+                 "history": [_row(1, 0.5), _row(2, 0.7)]}, tmp_path / "run" / "best.pt")
+    written = write_report(tmp_path / "run" / "best.pt", tmp_path / "report", str(mnist_dir))
     assert [p.name for p in written] == ["training_curves.png", "attention_gallery.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
 
 
+@pytest.mark.slow
 def test_eval_with_report_adds_the_pictures(mnist_dir, tmp_path, capsys):
     from main import main
 
@@ -72,21 +67,29 @@ def test_eval_with_report_adds_the_pictures(mnist_dir, tmp_path, capsys):
     assert "MNIST test" in capsys.readouterr().err  # the evaluation's progress bar
 
 
-def test_curves_keep_every_phase_of_a_fine_tuned_model(mnist_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stored", [True, False], ids=["history", "log"])
+def test_curves_show_the_stored_history_else_the_log_beside_the_checkpoint(mnist_dir, tmp_path, monkeypatch, stored):
     """A --init run stores the history it started from as earlier phases; the report draws all of
-    it, not only the last phase that the run's own metrics.jsonl holds."""
+    it, not only the last phase that the run's own metrics.jsonl holds. A checkpoint without a
+    history (an older one) is drawn from the metrics.jsonl beside it."""
     from backend.training import report
 
     history = [_row(1, 0.5), _row(2, 0.7), {**_row(1, 0.75), "phase": 1}]
-    save_atomic({"config": TINY.to_dict(), "model": VisionTransformer(TINY).state_dict(), "history": history},
-                tmp_path / "best.pt")
+    save_atomic({"config": TINY.to_dict(), "model": VisionTransformer(TINY).state_dict(),
+                 **({"history": history} if stored else {})}, tmp_path / "best.pt")
     (tmp_path / "metrics.jsonl").write_text(json.dumps(history[-1]) + "\n")
     plotted = []
     monkeypatch.setattr(report, "plot_training_curves", lambda rows, path, title: plotted.append(rows))
+    monkeypatch.setattr(report, "plot_attention_gallery", lambda *a: None)
     write_report(tmp_path / "best.pt", tmp_path / "report", str(mnist_dir))
-    assert [(r.get("phase", 0), r["epoch"]) for r in plotted[0]] == [(0, 1), (0, 2), (1, 1)]
+    expected = [(0, 1), (0, 2), (1, 1)] if stored else [(1, 1)]
+    assert [(r.get("phase", 0), r["epoch"]) for r in plotted[0]] == expected
+
+
+def test_log_keeps_epoch_1_of_each_phase(tmp_path):
+    history = [_row(1, 0.5), _row(2, 0.7), {**_row(1, 0.75), "phase": 1}]
     (tmp_path / "all.jsonl").write_text("\n".join(json.dumps(r) for r in history) + "\n")
-    assert len(read_metrics(tmp_path / "all.jsonl")) == 3  # epoch 1 of each phase kept
+    assert len(read_metrics(tmp_path / "all.jsonl")) == 3
 
 
 def test_curves_of_several_phases_draw(tmp_path):
