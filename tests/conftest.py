@@ -37,3 +37,11 @@ def pipeline(ckpt):
     from backend.model.recognizer import Recognizer
 
     return Pipeline(Recognizer(ckpt, "cpu"), PipelineConfig(min_confidence=0.0))
+
+
+@pytest.fixture(scope="session")
+def digits(mnist_dir):
+    """MNIST test digits (N, 28, 28) uint8 and their labels (N,) int64, read once per session."""
+    from backend.frame import synth
+
+    return synth.load_mnist_digits(str(mnist_dir))

@@ -36,11 +36,6 @@ class FakeRecognizer:
 
 
 @pytest.fixture(scope="module")
-def digits(mnist_dir):
-    return synth.load_mnist_digits(str(mnist_dir))
-
-
-@pytest.fixture(scope="module")
 def shipped_pipeline():
     if not SHIPPED.is_file():
         pytest.skip("no shipped checkpoint in artifacts/")

@@ -12,11 +12,6 @@ from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST
 from backend.frame.preprocess import candidates_to_mnist, percentile, stroke_width, to_batch
 
 
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    return synth.load_mnist_digits(str(mnist_dir))
-
-
 def mnist_stroke(img28: np.ndarray) -> float:
     """Stroke width measured exactly as MNIST_STROKE was: 4x upscaled, binarised at half."""
     big = cv2.resize(img28, (4 * IMG_SIZE, 4 * IMG_SIZE), interpolation=cv2.INTER_LINEAR)

@@ -8,11 +8,6 @@ import pytest
 from backend.frame import synth
 
 
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    return synth.load_mnist_digits(str(mnist_dir))
-
-
 def test_same_seed_same_scenes(digits):
     a = list(synth.scenes(3, seed=7, digits=digits))
     b = list(synth.scenes(3, seed=7, digits=digits))
