@@ -37,7 +37,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         sel = which == b
         if sel.any():
             total += sel.sum() * abs(confidence[sel].mean() - correct[sel].mean())
-    return total / max(len(confidence), 1)
+    return float(total / max(len(confidence), 1))
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -52,10 +52,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return loss
 
     opt.step(nll)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the temperature fit differentiates through the logits
 def raw_logits(model: torch.nn.Module, ds) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's uncalibrated logits (N, C) and the labels (N,) over a dataset."""
     out, labels = [], []
@@ -84,8 +84,8 @@ def calibrate(checkpoint: str, out: str, data_dir: str | None) -> dict:
     conf_after = (logits / t).softmax(1).max(1)
     correct = (logits.argmax(1) == labels).numpy()
     report = {"temperature": t, "n": len(labels), "accuracy": float(correct.mean()),
-              "ece_before": expected_calibration_error(conf_before.values.numpy(), correct),
-              "ece_after": expected_calibration_error(conf_after.values.numpy(), correct)}
+              "ece_before": float(expected_calibration_error(conf_before.values.numpy(), correct)),
+              "ece_after": float(expected_calibration_error(conf_after.values.numpy(), correct))}
     cfg = replace(model.cfg, temperature=t)
     keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "best_val_acc")}
     save_atomic({**keep, "config": cfg.to_dict(), "calibration": report}, out)
