@@ -38,7 +38,7 @@ class FrameResult:
 class PipelineConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    min_confidence: float = 0.5  # below this a candidate is reported as rejected
+    min_confidence: float = 0.5  # below this (a calibrated probability: more likely wrong than right) rejected
 
 
 class Pipeline:
