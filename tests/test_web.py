@@ -213,14 +213,14 @@ def test_upload_shows_the_digits_then_refuses_bad_files_and_goes_on(app_url, bro
     cv2.imwrite(str(good), page_of_digits())
     _open(browser, app_url, "Upload")
     status = _upload(browser, good)
-    assert "11 digits" in status and re.search(r"by\s+accurate", status)
+    assert "11 digits" in status and re.search(r"by\s+default", status)
     assert status.splitlines()[-3:] == ["2024", "", "1357 869"]
     browser.find_element(By.XPATH, "//label[contains(., 'fast')]").click()  # the model switch reads it again
     status = _wait(browser, lambda d: re.search(r"by\s+fast", _text(d, "upload-status")) and _text(d, "upload-status"))
     assert status.splitlines()[-1] == "1357 869"
-    # The picked digit's probabilities and the JSON record come with it.
+    # The first digit is picked for a closer look: its ten probabilities show.
     probs = _wait(browser, lambda d: _text(d, "upload-probs"))
-    print(repr(probs))
+    assert probs.splitlines()[:2] == ["Probabilities", "2"]  # the first digit picked: the 2 of 2024
     for name, (path, words) in bad_files(tmp_path).items():
         browser.find_element(By.CSS_SELECTOR, "#upload-file button[aria-label='Clear']").click()
         status = _upload(browser, path)

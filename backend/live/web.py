@@ -35,7 +35,10 @@ from backend.live.tracking import Tracker
 from backend.model.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL_FILES = {"accurate": ROOT / "artifacts" / "digits_vit.pt", "fast": ROOT / "artifacts" / "digits_vit_fast.pt"}
+# The model switch, first the one shown first: the shipped default, then the 7x7-token `accurate`
+# and the 16-token `fast` presets (artifacts/MODEL_CARD.md).
+MODEL_FILES = {name: ROOT / "artifacts" / f for name, f in
+               (("default", "digits_vit.pt"), ("accurate", "digits_vit_accurate.pt"), ("fast", "digits_vit_fast.pt"))}
 MAX_UPLOAD_MB = 20  # a phone photo is 2-12 MB; larger uploads are refused before they reach the server's disk
 MAX_PIXELS = 50_000_000  # refused from the file header, before decoding (a 30000x30000 PNG would need 2.7 GB)
 SHOW_SIDE = 1600  # the annotated image sent back is at most this wide or tall
@@ -203,7 +206,7 @@ def save_json(record: dict, path: Path) -> str:
 
 ATTENTION_TEXT = """\
 **What the attention map shows.** The transformer cuts the 28x28 digit into a grid of patches
-(7x7 for `accurate`, 4x4 for `fast`) and reads the class from a CLS token that attends to them.
+(the token grid in the table) and reads the class from a CLS token that attends to them.
 The map is the *attention rollout*: every layer's attention, averaged over heads, with the
 skip connections added, multiplied through the layers, so it says how much each patch fed the
 CLS token in the end (Abnar & Zuidema, 2020), scaled so that its peak is red. A digit read for
