@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from backend.live.app import Interrupted
+    from backend.model.device import keep_freed_memory
+
+    keep_freed_memory()
 
     try:
         return list_cameras() if args.list_cameras else web(args) if args.web else run(args)

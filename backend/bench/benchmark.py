@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from backend.model.device import keep_freed_memory
 from backend.errors import UserError
 from backend.timing import timed_ms
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
@@ -389,6 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     args = parse_args(argv)
     try:
         run(args)

@@ -168,6 +168,11 @@ def estimate_background(work: np.ndarray, cfg: DetectConfig) -> np.ndarray:
     resolution (wider than any stroke, so the ink vanishes while straight paper edges and
     shadow edges stay where they are), smoothed and brought back to working size."""
     h, w = work.shape
+    return cv2.resize(_background_small(work, cfg), (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _background_small(work: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+    """estimate_background at its low resolution (cfg.bg_size)."""
     small = _shrink(work, cfg.bg_size)
     k = _odd(max(small.shape) * cfg.bg_kernel_frac)
     # Whatever meets the frame's edge (the table beside the sheet) is taken to go on beyond it,
@@ -178,8 +183,7 @@ def estimate_background(work: np.ndarray, cfg: DetectConfig) -> np.ndarray:
     # couple of low-resolution pixels, so that resampling never puts bright paper behind the
     # dark side of the edge, which would read as a line of ink along it.
     bg = cv2.erode(bg, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    bg = cv2.blur(bg, (3, 3))
-    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.blur(bg, (3, 3))
 
 
 def _round_morph(img: np.ndarray, op, r: int) -> np.ndarray:
@@ -414,6 +418,7 @@ class InkMasks:
     mask: np.ndarray  # uint8 {0, 1} ink, ruled lines taken out
     strong: np.ndarray  # uint8 {0, 1} ink well above the noise (each digit reaches it somewhere)
     lines: np.ndarray | None  # uint8 {0, 1} the ruled lines taken out, or None
+    pieces: tuple[int, np.ndarray, np.ndarray]  # components(mask), labelled once
 
 
 def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
@@ -433,10 +438,12 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
                                cv2.threshold(below, -m + noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
 
     mask = above(low, cfg.noise_k)
-    lines = line_mask(mask, components(mask)[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px)
+    pieces = components(mask)
+    lines = line_mask(mask, pieces[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px)
     if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
         mask = cv2.subtract(mask, lines)
-    return InkMasks(bg, ink, mask, above(high, 1.6 * cfg.noise_k), lines)
+        pieces = components(mask)
+    return InkMasks(bg, ink, mask, above(high, 1.6 * cfg.noise_k), lines, pieces)
 
 
 @dataclass
@@ -453,7 +460,7 @@ class Pieces:
 def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
     """The pieces of the ink mask that reach strong ink and are not specks."""
     mask = ink.mask
-    n, labels, stats = components(mask)
+    n, labels, stats = ink.pieces
     strong = np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
     edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
     perim = np.bincount(labels[edge.view(bool)], minlength=n).astype(np.float32)
@@ -490,13 +497,26 @@ def digit_shapes(p: Pieces, min_h: float, cfg: DetectConfig) -> tuple[np.ndarray
     med_w = float(np.median(boxes[tall, 2])) if tall.sum() >= 5 else np.inf
     max_w = np.maximum(0.9 * boxes[:, 3], np.minimum(cfg.max_aspect * boxes[:, 3], cfg.wide_frac * med_w))
 
+    # A group of one piece (most digits) is that piece's label; OpenCV compares 16-bit labels
+    # many times faster than numpy looks groups up.
+    single = np.bincount(groups, minlength=ng) == 1
+    label_of = np.zeros(ng, np.int64)
+    label_of[groups] = p.ids
+
     out_boxes, out_masks, out_stroke = [], [], []
     for g, ((x, y, bw, bh), sw, mw) in enumerate(zip(boxes, stroke, max_w)):
         if bh < min_h:  # nor is any part of it tall enough for a digit (see plausible)
             continue
+        if not (cfg.split and bw > mw):  # one digit, and its box is already tight
+            region = p.labels[y:y + bh, x:x + bw]
+            m = (cv2.compare(region, int(label_of[g]), cv2.CMP_EQ) if single[g] and region.dtype == np.uint16
+                 else (group_of[region] == g).view(np.uint8) * np.uint8(255))
+            out_boxes.append((x, y, bw, bh))
+            out_masks.append(m)
+            out_stroke.append(sw)
+            continue
         m = group_of[p.labels[y:y + bh, x:x + bw]] == g
-        parts = split_touching(m, sw, mw) if cfg.split and bw > mw else [m]
-        for part in parts:
+        for part in split_touching(m, sw, mw):
             rr = np.flatnonzero(part.any(1))
             cc = np.flatnonzero(part.any(0))
             if len(rr) == 0:
@@ -522,6 +542,14 @@ def _candidates_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, np.nd
     keep[sel] = stands_out(boxes[sel], [masks[i] for i in sel], work, ink.background, ink.mask, cfg)
     idx = np.flatnonzero(keep)
     return ink, boxes[idx], [masks[i] for i in idx]
+
+
+def _has_wide_strokes(work: np.ndarray, cfg: DetectConfig, wide_cfg: DetectConfig) -> bool:
+    """True when the wider background kernel sees paper where the normal one does not: ink
+    wider than the normal kernel, which only a close-up has. Elsewhere both backgrounds are the
+    same and so would be what they find (a few low-resolution pixels apart: a shadow's corner)."""
+    diff = cv2.subtract(_background_small(work, wide_cfg), _background_small(work, cfg))
+    return _count_above(diff, 255 * cfg.min_contrast, np.ones_like(diff)) > 0.005 * diff.size
 
 
 def _is_closeup_of(wide: np.ndarray, wide_masks: list[np.ndarray], boxes: np.ndarray, shape: tuple[int, int],
@@ -567,9 +595,11 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         work = _resize(gray, s)
         ink, boxes, masks = _candidates_at(work, cfg)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
-        wide = _candidates_at(work, replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac))
-        if _is_closeup_of(wide[1], wide[2], boxes, work.shape, cfg):
-            ink, boxes, masks = wide
+        wide_cfg = replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac)
+        if _has_wide_strokes(work, cfg, wide_cfg):
+            wide = _candidates_at(work, wide_cfg)
+            if _is_closeup_of(wide[1], wide[2], boxes, work.shape, cfg):
+                ink, boxes, masks = wide
     dropped = max(0, len(boxes) - cfg.max_digits)
     if dropped:  # hostile input only (thousands of specks): the largest are kept, and it is said
         idx = np.sort(np.argsort(-(boxes[:, 3].astype(np.int64) * boxes[:, 2]), kind="stable")[:cfg.max_digits])
@@ -670,11 +700,12 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
     # Away from any ink and its blurred edge, and relative to the background (so the slope of a
     # shadow is not counted as roughness). Sums over each candidate's surroundings come from
     # integral images, so a page of hundreds of digits costs a few whole-image operations.
+    # (In 8 bits, offset by 128: OpenCV integrates them over ten times faster than floats; the
+    # spread is the same, and grain over 127 grey levels off the paper is rough in any case.)
     away = cv2.threshold(cv2.dilate(mask, np.ones((5, 5), np.uint8)), 0, 1, cv2.THRESH_BINARY_INV)[1]
-    diff = cv2.subtract(bg, work, dtype=cv2.CV_32F)
-    d_away = diff * away
+    d_away = cv2.multiply(cv2.addWeighted(bg, 1, work, -1, 128), away)
     n_sum = cv2.integral(away)
-    s1, s2 = cv2.integral2(d_away, sdepth=cv2.CV_64F)
+    s1, s2 = cv2.integral2(d_away, sdepth=cv2.CV_32S, sqdepth=cv2.CV_64F)
     x, y, bw, bh = (boxes[:, i].astype(np.int64) for i in range(4))
     r = np.maximum(3, (0.25 * bh).astype(np.int64))
     x0, y0 = np.maximum(0, x - r), np.maximum(0, y - r)
@@ -683,9 +714,10 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
     def box_sum(ii: np.ndarray) -> np.ndarray:
         return ii[y1, x1] - ii[y0, x1] - ii[y1, x0] + ii[y0, x0]
 
-    n, m1, m2 = box_sum(n_sum).astype(np.float64), box_sum(s1), box_sum(s2)
+    n, m1, m2 = box_sum(n_sum).astype(np.float64), box_sum(s1).astype(np.float64), box_sum(s2)
     mean = m1 / np.maximum(n, 1)
     spread = np.sqrt(np.maximum(m2 / np.maximum(n, 1) - mean ** 2, 0)) + 1.0
-    contrast = np.array([cv2.mean(diff[yy:yy + hh, xx:xx + ww], mask=m)[0]
+    below = cv2.subtract(bg, work)  # ink is darker than the paper
+    contrast = np.array([cv2.mean(below[yy:yy + hh, xx:xx + ww], mask=m)[0]
                          for (xx, yy, ww, hh), m in zip(boxes, masks)])
     return (n < 10) | (contrast >= cfg.local_snr * spread)
