@@ -33,15 +33,13 @@ def fit_and_centre(digit: np.ndarray) -> np.ndarray:
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
     small = cv2.resize(digit, (nw, nh), interpolation=interp)
-    canvas = np.zeros((IMG_SIZE, IMG_SIZE), np.float32)
-    y0, x0 = (IMG_SIZE - nh) // 2, (IMG_SIZE - nw) // 2
-    canvas[y0:y0 + nh, x0:x0 + nw] = small
-    m = cv2.moments(canvas)
+    # Placed in the middle of the canvas, then shifted: one warp does both.
+    dx, dy = float((IMG_SIZE - nw) // 2), float((IMG_SIZE - nh) // 2)
+    m = cv2.moments(small)
     if m["m00"] > 0:
-        dx = IMG_SIZE / 2 - m["m10"] / m["m00"]
-        dy = IMG_SIZE / 2 - m["m01"] / m["m00"]
-        shift = np.float32([[1, 0, dx], [0, 1, dy]])
-        canvas = cv2.warpAffine(canvas, shift, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR)
+        dx, dy = IMG_SIZE / 2 - m["m10"] / m["m00"], IMG_SIZE / 2 - m["m01"] / m["m00"]
+    shift = np.float32([[1, 0, dx], [0, 1, dy]])
+    canvas = cv2.warpAffine(small.astype(np.float32), shift, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR)
     # Bilinear weights are >= 0 and sum to 1: the canvas stays in [0, 255], no clipping needed.
     return canvas.astype(np.uint8)
 
