@@ -115,7 +115,8 @@ def list_cameras() -> int:
 
 
 def web(args: argparse.Namespace) -> int:
-    from backend.live.web import MODEL_FILES, Models, serve
+    from backend.live.web import serve
+    from backend.live.web_reading import MODEL_FILES, Models
 
     files = {os.path.basename(args.checkpoint): args.checkpoint, **MODEL_FILES} if args.checkpoint else MODEL_FILES
     serve(Models(files, args.device, args.backend, args.threads), args.host, args.port)

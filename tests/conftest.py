@@ -45,3 +45,15 @@ def digits(mnist_dir):
     from backend.frame import synth
 
     return synth.load_mnist_digits(str(mnist_dir))
+
+
+@pytest.fixture(scope="session")
+def shipped_pipeline():
+    """The real pipeline on the shipped default model (artifacts/digits_vit.pt), at its default settings."""
+    from backend.frame.pipeline import Pipeline
+    from backend.model.recognizer import Recognizer
+
+    shipped = ROOT / "artifacts" / "digits_vit.pt"
+    if not shipped.is_file():
+        pytest.fail(f"no shipped checkpoint {shipped}")
+    return Pipeline(Recognizer(shipped, device="cpu"))

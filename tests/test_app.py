@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import camera_inferencer
+from scenes import StandInScene
 from app_fakes import FakeWindow, ListSource, digit_frame, video_info, write_video
 from backend.live.app import AppConfig, run_app
 from backend.errors import SourceError
@@ -44,13 +46,6 @@ def test_headless_run_records_every_frame_and_one_record_per_frame(tmp_path, pip
     assert {d["track_id"] for d in recs[first]["detections"]} == {d["track_id"] for d in recs[-1]["detections"]}
 
 
-class StandInScene:
-    def __init__(self):
-        self.t = 0
-
-    def next_frame(self):
-        self.t += 1
-        return digit_frame("31", shift=self.t % 5, seed=self.t)
 
 
 def test_max_frames_stops_an_endless_source(tmp_path, pipeline):
@@ -164,12 +159,22 @@ def test_no_display_gives_one_line_suggesting_no_display(media, ckpt, capsys, mo
     assert len(err) == 1 and "--no-display" in err[0]
 
 
-def test_help_documents_every_key(capsys):
+def test_help_and_the_help_overlay_document_every_key(capsys):
+    from backend.live.app import KEYS
+    from backend.live.overlay import HELP_LINES
+
     with pytest.raises(SystemExit):
         camera_inferencer.parse_args(["--help"])
     text = capsys.readouterr().out
-    for key in ("q / Esc", "space", " r ", " a ", " m ", " d ", " s ", " h ", " c "):
-        assert key in text
+    section = text[text.index("keys (in the window):"):text.index("exit codes")]
+    overlay = " ".join(k for k, _ in HELP_LINES)
+    names = {27: "Esc", ord(" "): "space"}
+    keys = {names.get(code, chr(code).lower()) for code in KEYS}
+    assert len(keys) >= 11
+    for key in keys:
+        word = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
+        assert word.search(section), f"--help does not list {key!r}"
+        assert word.search(overlay), f"the help overlay does not list {key!r}"
 
 
 def test_reading_flags_reach_the_pipeline(media, ckpt, monkeypatch):

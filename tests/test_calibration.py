@@ -37,6 +37,7 @@ def test_inference_head_applies_the_temperature():
     assert torch.allclose(logits, raw / 2.0) and torch.allclose(probs, (raw / 2.0).softmax(1))
 
 
+@pytest.mark.slow
 def test_shipped_model_is_calibrated_on_mnist_test(mnist_dir):
     from backend.frame.mnist import MNIST_MEAN, MNIST_STD
     from backend.model.recognizer import Recognizer

@@ -1,18 +1,16 @@
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
 import camera_inferencer
+import main
 from app_fakes import TINY
 from backend.model.checkpoint import load_model, save_atomic
 from backend.errors import UserError
-from backend.model.vit import PRESETS, ViTConfig, VisionTransformer
+from backend.model.vit import PRESETS, VisionTransformer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _save(model, path, **extra):
@@ -130,10 +128,9 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert torch.load(path, weights_only=True) == {"epoch": 1} and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-def test_cli_reports_bad_checkpoint_in_one_line(tmp_path):
+def test_cli_reports_bad_checkpoint_in_one_line(tmp_path, capsys):
     path = tmp_path / "bad.pt"
     _corrupt("random", path)
-    r = subprocess.run([sys.executable, "main.py", "--eval", "--checkpoint", str(path)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: cannot load checkpoint")
+    assert main.main(["--eval", "--checkpoint", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot load checkpoint")

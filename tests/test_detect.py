@@ -12,11 +12,6 @@ from backend.frame.lines import fit_line
 PAPER = (235, 238, 240)
 
 
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    return synth.load_mnist_digits(str(mnist_dir))
-
-
 def sheet(h: int = 480, w: int = 640, value=PAPER) -> np.ndarray:
     img = np.empty((h, w, 3), np.uint8)
     img[:] = value

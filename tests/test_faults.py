@@ -25,8 +25,6 @@ from backend.live.sources import DemoSource, LiveCapture, LiveConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
-
-
 def lines(path: Path) -> list[dict]:
     text = path.read_text()
     assert text == "" or text.endswith("\n"), "the JSONL ends in half a line"
@@ -57,50 +55,61 @@ def test_lost_camera_ends_with_exit_1_and_a_finalised_recording(tmp_path, pipeli
     assert n >= 1 and video_info(tmp_path / "out.mp4")[:3] == (n, 320, 240)
 
 
-def signal_run(tmp_path: Path, ckpt: Path, sigs: list[int], out_name: str) -> tuple[int, str, Path, Path]:
-    """Record a generated video in a subprocess, send it `sigs` once its JSONL holds 5 lines."""
-    video = write_video(tmp_path / "long.avi", [digit_frame("42", seed=i % 7, shift=i % 3) for i in range(400)])
-    out, log = tmp_path / out_name, tmp_path / "out.jsonl"
+def start_recording(folder: Path, ckpt: Path, out_name: str) -> tuple[subprocess.Popen, Path, Path]:
+    """Record a generated video in a subprocess, with its JSONL, in `folder`."""
+    folder.mkdir()
+    video = write_video(folder / "long.avi", [digit_frame("42", seed=i % 7, shift=i % 3) for i in range(400)])
+    out, log = folder / out_name, folder / "out.jsonl"
     cmd = [sys.executable, str(ROOT / "camera_inferencer.py"), "--source", str(video), "--no-display",
            "--record", str(out), "--jsonl", str(log), "--checkpoint", str(ckpt), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=folder), out, log
+
+
+def wait_for_lines(runs: list[tuple[subprocess.Popen, Path, Path]], n: int) -> None:
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= (5 if sigs[0] != signal.SIGKILL else 60):
-            break
+    while time.monotonic() < deadline and not all(log.exists() and log.read_text().count("\n") >= n
+                                                  for _, _, log in runs):
         time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the signal"
-    for sig in sigs:  # several: an impatient user pressing Ctrl+C again while it finalises
-        proc.send_signal(sig)
-        time.sleep(0.01)
-    _, err = proc.communicate(timeout=30)
-    return proc.returncode, err, out, log
+    assert all(proc.poll() is None for proc, _, _ in runs), "a run ended before the signal"
 
 
-@pytest.mark.parametrize("sigs, code", [([signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGINT] * 3, 130)],
-                         ids=["SIGINT", "SIGTERM", "SIGINT-x3"])
-def test_signal_while_recording_leaves_complete_outputs(tmp_path, ckpt, sigs, code):
-    rc, err, out, log = signal_run(tmp_path, ckpt, sigs, "out.mp4")
-    assert rc == code, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
-    recs = lines(log)
-    assert [r["frame"] for r in recs] == list(range(len(recs)))
-    n, w, h, _ = video_info(out)
-    assert (n, w, h) == (len(recs), 320, 240), "every frame written before the signal is in the video"
+SIGNALS = {"SIGINT": ([signal.SIGINT], 130), "SIGTERM": ([signal.SIGTERM], 143),
+           "SIGINT-x3": ([signal.SIGINT] * 3, 130)}  # an impatient user pressing Ctrl+C again while it finalises
 
 
+@pytest.mark.slow
+def test_signals_while_recording_leave_complete_outputs(tmp_path, ckpt):
+    runs = [start_recording(tmp_path / name, ckpt, "out.mp4") for name in SIGNALS]  # side by side
+    wait_for_lines(runs, 5)
+    for (proc, _, _), (sigs, _) in zip(runs, SIGNALS.values()):
+        for sig in sigs:
+            proc.send_signal(sig)
+            time.sleep(0.01)
+    for (proc, out, log), (name, (_, code)) in zip(runs, SIGNALS.items()):
+        err = proc.communicate(timeout=30)[1]
+        assert proc.returncode == code, (name, err)
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), (name, err)
+        recs = lines(log)
+        assert [r["frame"] for r in recs] == list(range(len(recs))), name
+        assert video_info(out)[:3] == (len(recs), 320, 240), f"{name}: a frame written before the signal is missing"
+
+
+@pytest.mark.slow
 def test_a_hard_kill_leaves_the_default_recording_playable(tmp_path, ckpt):
     """SIGKILL (or the out-of-memory killer) gives no chance to finalise: the default container
     (.mkv) still plays what was written; an .mp4 would hold no playable frame."""
     assert RECORD_EXT == ".mkv"
-    rc, err, out, log = signal_run(tmp_path, ckpt, [signal.SIGKILL], "out" + RECORD_EXT)
-    assert rc == -signal.SIGKILL
+    proc, out, log = run = start_recording(tmp_path / "run", ckpt, "out" + RECORD_EXT)
+    wait_for_lines([run], 60)
+    proc.kill()
+    proc.communicate(timeout=30)
     recs = lines(log)  # whole lines only, even now
     n, w, h, _ = video_info(out)
     assert (w, h) == (320, 240) and len(recs) >= 60 and n >= len(recs) // 2, (n, len(recs))
 
 
+@pytest.mark.slow
 def test_short_soak_keeps_memory_flat(pipeline):
     """A short version of the 10,000-frame soak (see the benchmark): no growth after warm-up."""
 

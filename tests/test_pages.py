@@ -1,7 +1,6 @@
 """What users photograph besides a few digits: whole pages, close-ups, crops, a straight '1'."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,23 +9,9 @@ import pytest
 from backend.frame import synth
 from backend.frame.detect import find_candidates
 from backend.frame.detections import box_iou
-from backend.frame.pipeline import Pipeline
 from backend.frame.reading import reading_order
 from backend.live.sources import DrawPad
 
-SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "digits_vit.pt"
-
-
-@pytest.fixture(scope="module")
-def digits(mnist_dir):
-    return synth.load_mnist_digits(str(mnist_dir))
-
-
-@pytest.fixture(scope="module")
-def reader():
-    from backend.model.recognizer import Recognizer
-
-    return Pipeline(Recognizer(SHIPPED, device="cpu"))
 
 
 def page(digits, seed: int, n: int = 200) -> synth.Scene:
@@ -56,12 +41,13 @@ def tight(digit28: np.ndarray, size: int, margin: int = 0) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
 
 
-def test_a_page_of_200_digits_is_found_and_read(digits, reader):
+@pytest.mark.slow
+def test_a_page_of_200_digits_is_found_and_read(digits, shipped_pipeline):
     truth = found = errors = 0
     for seed in (0, 1):
         sc = page(digits, seed)
         assert len(sc.boxes) == 200
-        r = reader.process(sc.image)
+        r = shipped_pipeline.process(sc.image)
         truth += len(sc.boxes)
         found += int((box_iou(sc.boxes, find_candidates(sc.image).boxes).max(1) >= 0.5).sum())
         expected = "".join(str(sc.labels[i]) for line in sc.lines for num in line for i in num)
@@ -72,7 +58,7 @@ def test_a_page_of_200_digits_is_found_and_read(digits, reader):
     assert 1 - errors / truth >= 0.975, f"reading {truth - errors}/{truth}"
 
 
-def test_close_up_touching_all_four_edges_is_read(digits, reader):
+def test_close_up_touching_all_four_edges_is_read(digits, shipped_pipeline):
     images, labels = digits
     read = 0
     for d in range(10):
@@ -80,25 +66,25 @@ def test_close_up_touching_all_four_edges_is_read(digits, reader):
         h, w = img.shape[:2]
         ink = np.flatnonzero((img[..., 0] < 200).any(0)), np.flatnonzero((img[..., 0] < 200).any(1))
         assert ink[0][0] == 0 and ink[0][-1] == w - 1 and ink[1][0] == 0 and ink[1][-1] == h - 1
-        read += reader.process(img).numbers == [str(d)]
+        read += shipped_pipeline.process(img).numbers == [str(d)]
     assert read >= 9, f"{read}/10 close-ups read"
 
 
 @pytest.mark.parametrize("size", [28, 64, 200])
-def test_small_crops_of_one_digit_are_read(digits, reader, size):
+def test_small_crops_of_one_digit_are_read(digits, shipped_pipeline, size):
     images, labels = digits
     pick = np.random.default_rng(size).choice(len(images), 30, replace=False)
-    read = sum(reader.process(tight(images[i], size, margin=1)).numbers == [str(labels[i])] for i in pick)
+    read = sum(shipped_pipeline.process(tight(images[i], size, margin=1)).numbers == [str(labels[i])] for i in pick)
     assert read >= 24, f"{read}/30 crops of {size} px read"
 
 
-def test_draw_pad_reads_a_plain_straight_one(reader):
+def test_draw_pad_reads_a_plain_straight_one(shipped_pipeline):
     pad = DrawPad()
     pad.on_mouse(cv2.EVENT_LBUTTONDOWN, 480, 90, 0)
     for y in range(90, 460, 20):
         pad.on_mouse(cv2.EVENT_MOUSEMOVE, 480, y, 0)
     pad.on_mouse(cv2.EVENT_LBUTTONUP, 480, 460, 0)
-    assert reader.process(pad.read()[1]).numbers == ["1"]
+    assert shipped_pipeline.process(pad.read()[1]).numbers == ["1"]
 
 
 def close_up_without_digits(kind: str) -> np.ndarray:
@@ -114,8 +100,8 @@ def close_up_without_digits(kind: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["blank", "fingertip"])
-def test_close_up_of_no_digit_reads_nothing(reader, kind):
-    assert reader.process(close_up_without_digits(kind)).numbers == []
+def test_close_up_of_no_digit_reads_nothing(shipped_pipeline, kind):
+    assert shipped_pipeline.process(close_up_without_digits(kind)).numbers == []
 
 
 def test_reading_order_follows_curved_lines():

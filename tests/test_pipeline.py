@@ -35,15 +35,6 @@ class FakeRecognizer:
         return Predictions(np.full(n, self.digit, np.int64), conf, probs, g, g.copy())
 
 
-@pytest.fixture(scope="module")
-def shipped_pipeline():
-    if not SHIPPED.is_file():
-        pytest.skip("no shipped checkpoint in artifacts/")
-    from backend.model.recognizer import Recognizer
-
-    return Pipeline(Recognizer(SHIPPED, device="cpu"))
-
-
 def test_result_fields(digits):
     sc = next(synth.scenes(1, seed=1, digits=digits))
     r = Pipeline(FakeRecognizer()).process(sc.image)

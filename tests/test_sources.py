@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from scenes import StandInScene
 from app_fakes import FakeCapture, digit_frame, write_video
 from backend.errors import SourceError, UserError
 from backend.live.sources import (DemoSource, DrawPad, FolderSource, ImageSource, LiveCapture, LiveConfig,
@@ -223,13 +224,6 @@ def test_missing_camera_suggests_the_demo():
     assert e.value.code == 1
 
 
-class StandInScene:
-    def __init__(self):
-        self.t = 0
-
-    def next_frame(self):
-        self.t += 1
-        return digit_frame("31", shift=self.t % 5)
 
 
 def test_demo_source_wraps_a_scene():

@@ -56,7 +56,7 @@ def test_tiny_sweep_trains_scores_and_writes_csv_and_png(mnist_dir, tmp_path):
     spec = SweepSpec(base="fast", grid={"depth": [1, 2]}, configs=[{"embed_dim": 32, "depth": 1}],
                      train={"epochs": 1, "limit": 128, "batch_size": 64, "workers": 0, "device": "cpu"},
                      runs_dir=str(tmp_path / "runs"), results=str(tmp_path / "sweep"), n_test=100,
-                     latency_batch=4)
+                     latency_batch=4, latency_seconds=0.01)
     rows = run_sweep(spec, str(mnist_dir))
     assert len(rows) == 3
     for r in rows:  # each run's checkpoint rebuilds the model it swept from the file alone

@@ -16,7 +16,7 @@ import torch
 import main
 from app_fakes import TINY
 from backend.errors import UserError
-from backend.model.checkpoint import load_model, save_atomic
+from backend.model.checkpoint import save_atomic
 from backend.model.config import PRESETS
 from backend.training import train as train_module
 from backend.training.config import TrainConfig
@@ -38,6 +38,7 @@ def history(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_training_learns_and_an_interrupted_run_resumes_as_it_was(tmp_path, mnist_dir, tiny, monkeypatch, capsys):
     out = tmp_path / "run dir"  # a space: the resume hint must quote it
     evaluate_loader = train_module.evaluate_loader
@@ -87,6 +88,7 @@ def test_training_learns_and_an_interrupted_run_resumes_as_it_was(tmp_path, mnis
     assert (report / "confusion_matrix.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_init_weights_with_extra_digits(tmp_path, mnist_dir, tiny, capsys):
     torch.manual_seed(1)
     init = tmp_path / "init.pt"
@@ -194,21 +196,22 @@ def cli(*args, timeout=300):
                           text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, mnist_dir):
     """SIGKILL during epoch 2, then --resume: the final weights equal an uninterrupted run's."""
     common = ["--train", "--preset", "fast", "--limit", "320", "--batch-size", "32", "--epochs", "2",
               "--workers", "0", "--device", "cpu", "--data-dir", mnist_dir]
-    assert cli(*common, "--out", tmp_path / "whole").returncode == 0
-
+    whole, killed = (subprocess.Popen([sys.executable, "main.py", *map(str, common), "--out", str(out)], cwd=ROOT,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+                     for out in (tmp_path / "whole", tmp_path / "killed"))  # side by side, one core each
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "main.py", *map(str, common), "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     metrics = out / "metrics.jsonl"
-    while proc.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    while killed.poll() is None and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
         time.sleep(0.05)
-    proc.kill()
-    proc.wait()
+    killed.kill()
+    killed.wait()
+    assert whole.wait(timeout=300) == 0
     if metrics.read_text().count("\n") >= 2:
         pytest.skip("the run finished before it could be killed")
     r = cli("--train", "--out", out, "--resume")  # the settings come from the checkpoint

@@ -1,5 +1,6 @@
-"""The browser app (backend/live/web.py): uploads decoded safely, and the page itself, driven in
-Debian's headless Chromium through Selenium (never a downloaded browser).
+"""The browser app: uploads decoded safely and frames read (backend/live/web_reading.py), and the
+page itself (backend/live/web.py), driven in Debian's headless Chromium through Selenium (never a
+downloaded browser).
 
 The browser tests start the app in-process on a free port, once for the module, on the shipped
 models, and read pages of printed digits drawn here, so they need no MNIST, camera or network.
@@ -22,8 +23,9 @@ import numpy as np
 import pytest
 
 from backend.errors import UserError
-
-web = pytest.importorskip("backend.live.web")
+from backend.frame.detections import Detections
+from backend.live import web_reading as web
+from backend.live.overlay import HudInfo
 
 # Gradio's own use of pandas warns on every request.
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
@@ -93,7 +95,7 @@ def test_decode_upload_turns_the_photo_upright(tmp_path):
 def test_picked_at_finds_the_box_under_the_click():
     boxes = np.array([[10, 10, 20, 30], [100, 10, 20, 30]])
     n = len(boxes)
-    dets = web.Detections(boxes, np.array([1, 7]), np.ones(n, np.float32), np.eye(10, dtype=np.float32)[[1, 7]],
+    dets = Detections(boxes, np.array([1, 7]), np.ones(n, np.float32), np.eye(10, dtype=np.float32)[[1, 7]],
                           np.zeros((n, 7, 7), np.float32), np.zeros((n, 7, 7), np.float32), np.zeros((n, 28, 28), np.uint8))
     reading = web.Reading(dets, 0.5, {})
     assert web.picked_at(reading, 55, 12) == 1  # inside the second box, shown at half size
@@ -106,7 +108,7 @@ def test_webcam_reader_tracks_the_digits_frame_to_frame():
     reader = web.Reader(models.pipeline("fast"), "webcam", track=True)
     frame = page_of_digits()
     for _ in range(4):  # a track shows once it has been seen in a few frames
-        image, reading, lines = reader.read(frame, web.HudInfo(fps=10.0))
+        image, reading, lines = reader.read(frame, HudInfo(fps=10.0))
     assert lines == ["2024", "1357 869"] and image.shape == frame.shape
     ids = [d["track_id"] for d in reading.record["detections"]]
     assert len(ids) == 11 == len(set(ids))
@@ -135,7 +137,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url():
     _browser_or_skip()
-    app = web.serve(web.Models(web.MODEL_FILES), port=_free_port(), block=False)
+    serve = pytest.importorskip("backend.live.web").serve
+    app = serve(web.Models(web.MODEL_FILES), port=_free_port(), block=False)
     yield app.local_url
     app.close()
 
@@ -195,6 +198,7 @@ def _upload(driver, path: Path) -> str:
     return _answer(driver, "upload-status", before)
 
 
+@pytest.mark.slow
 def test_page_loads_with_its_tabs(app_url, browser):
     from selenium.webdriver.common.by import By
 
@@ -206,6 +210,7 @@ def test_page_loads_with_its_tabs(app_url, browser):
     assert "attention rollout" in about and "484,018" in about and "159,162" in about
 
 
+@pytest.mark.slow
 def test_upload_shows_the_digits_then_refuses_bad_files_and_goes_on(app_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -232,6 +237,7 @@ def test_upload_shows_the_digits_then_refuses_bad_files_and_goes_on(app_url, bro
     assert "1 digit" in status and status.splitlines()[-1] == "4"
 
 
+@pytest.mark.slow
 def test_each_tab_keeps_its_own_results(app_url, browser, tmp_path):
     first, second = tmp_path / "first.png", tmp_path / "second.png"
     cv2.imwrite(str(first), page_of_digits(["31"]))
@@ -249,6 +255,7 @@ def test_each_tab_keeps_its_own_results(app_url, browser, tmp_path):
     assert _text(browser, "upload-status").splitlines()[-1] == "31"
 
 
+@pytest.mark.slow
 def test_drawing_with_the_mouse_reads_the_digits(app_url, browser):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

@@ -100,9 +100,10 @@ def stroke_width(binary: np.ndarray) -> float:
     return 2.0 * area / max(boundary, 1)
 
 
-def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig | None = None) -> np.ndarray:
     """Tight (h, w) float32 ink in [0, 1] -> tight uint8 white-on-black digit whose stroke is as
     wide, relative to its 20 px fit, as MNIST's (measured the same way as MNIST_STROKE)."""
+    cfg = cfg or PreprocessConfig()
     h, w = digit.shape
     if h == 0 or w == 0:
         return np.zeros((0, 0), np.uint8)
@@ -132,8 +133,9 @@ def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig = PreprocessConfig
     return (_tight(img) * 255).astype(np.uint8)
 
 
-def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
+def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None) -> np.ndarray:
     """Detection candidates -> (N, 28, 28) uint8 white-on-black MNIST-format digits."""
+    cfg = cfg or PreprocessConfig()
     out = np.zeros((len(c.boxes), IMG_SIZE, IMG_SIZE), np.uint8)
     for i, (box, box_work) in enumerate(zip(c.boxes.tolist(), c.boxes_work.tolist())):
         out[i] = fit_and_centre(normalise_stroke(_ink_crop(c, i, box, box_work, cfg), cfg))

@@ -13,7 +13,7 @@ MNIST's training images, so the test set stays unseen).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -200,8 +200,9 @@ def _lighting(rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
 
 
 def render_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray,
-                 cfg: SceneConfig = SceneConfig()) -> Scene:
+                 cfg: SceneConfig | None = None) -> Scene:
     """One synthetic frame drawn with `rng` from the digit `images` (N, 28, 28) uint8 and `labels`."""
+    cfg = cfg or SceneConfig()
     W, H = cfg.width, cfg.height
     light_on_dark = rng.random() < cfg.light_on_dark_p
     sheet, digit_labels, points, lines = _render_sheet(rng, cfg, images, labels, light_on_dark)
@@ -239,7 +240,7 @@ def render_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarra
     return Scene(frame, boxes, np.array(digit_labels, np.int64), lines)
 
 
-def scenes(n: int, seed: int = 0, cfg: SceneConfig = SceneConfig(), data_dir: str | None = None,
+def scenes(n: int, seed: int = 0, cfg: SceneConfig | None = None, data_dir: str | None = None,
            digits: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[Scene]:
     """`n` scenes, the same ones for the same seed. `digits` overrides loading MNIST test."""
     images, labels = digits if digits is not None else load_mnist_digits(data_dir)
@@ -248,21 +249,23 @@ def scenes(n: int, seed: int = 0, cfg: SceneConfig = SceneConfig(), data_dir: st
         yield render_scene(rng, images, labels, cfg)
 
 
-def blank_scene(rng: np.random.Generator, cfg: SceneConfig = SceneConfig(), kind: str = "paper") -> np.ndarray:
-    """A frame with no digit in it: 'paper' (a blank sheet, maybe on a table), 'plain' (a flat or
-    gradient wall) or 'noise' (sensor noise only). (H, W, 3) uint8 BGR."""
+def blank_scene(rng: np.random.Generator, cfg: SceneConfig | None = None, kind: str = "paper") -> np.ndarray:
+    """A frame with no digit in it: 'paper' (a blank sheet, maybe ruled, maybe on a table),
+    'plain' (a flat or gradient wall: no rules, table or shadow) or 'noise' (sensor noise only).
+    (H, W, 3) uint8 BGR."""
+    cfg = cfg or SceneConfig()
     if kind == "noise":
         return rng.integers(0, 256, (cfg.height, cfg.width, 3), dtype=np.uint8)
     no_digits = (np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.int64))
-    c = SceneConfig(**{**cfg.__dict__, "min_digits": 0, "max_digits": 0})
+    c = replace(cfg, min_digits=0, max_digits=0)
     if kind == "plain":
-        c.table_p, c.shadow_p = 0.0, 0.0
+        c = replace(c, table_p=0.0, shadow_p=0.0, ruled_p=0.0)
     return render_scene(rng, *no_digits, c).image
 
 
 def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, train: bool = True,
-                   cfg: SceneConfig = SceneConfig(), detect_cfg: DetectConfig = DetectConfig(),
-                   preprocess_cfg: PreprocessConfig = PreprocessConfig(),
+                   cfg: SceneConfig | None = None, detect_cfg: DetectConfig | None = None,
+                   preprocess_cfg: PreprocessConfig | None = None,
                    min_iou: float = 0.5) -> Iterator[tuple[np.ndarray, int]]:
     """(crop (28, 28) uint8 white on black, label) for every digit of `n_scenes` synthetic scenes
     that detection found (IoU >= min_iou with its true box), after the very preprocessing used at
@@ -272,6 +275,7 @@ def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, tr
     sees the test set that accuracy is reported on.
     """
     images, labels = load_mnist_digits(data_dir, train=train)
+    cfg = cfg or SceneConfig()
     rng = np.random.default_rng(seed)
     for _ in range(n_scenes):
         scene = render_scene(rng, images, labels, cfg)

@@ -36,6 +36,7 @@ HELP_LINES = (
     ("d", "debug view: threshold mask + candidates"),
     ("s", "save a snapshot PNG"),
     ("c", "clear the draw pad (--draw)"),
+    ("n / p", "next / previous image (a folder)"),
     ("h", "this help"),
 )
 

@@ -194,23 +194,29 @@ def recording_size(sizes: list[tuple[int, int]], max_side: int = MAX_SIDE,
     return max(2, round(w * s / 2) * 2), max(2, round(h * s / 2) * 2)  # even sides suit every codec
 
 
-class ImageSource:
-    """One image file, delivered once."""
+class FrameOnce:
+    """A source that delivers the frame it holds once; the browser app puts each request's in."""
 
-    live = False
+    fps: float | None = None
 
-    def __init__(self, path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
-        self.name = str(path)
-        self.current_name = self.name
-        self.fps: float | None = None
-        self._frame: np.ndarray | None = read_image(path, max_pixels)
+    def __init__(self, name: str, frame: np.ndarray | None = None, live: bool = False):
+        self.name = self.current_name = name
+        self.frame = frame
+        self.live = live
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        frame, self._frame = self._frame, None
+        frame, self.frame = self.frame, None
         return frame is not None, frame
 
     def release(self) -> None:
-        self._frame = None
+        self.frame = None
+
+
+class ImageSource(FrameOnce):
+    """One image file, delivered once."""
+
+    def __init__(self, path: str | os.PathLike, max_pixels: int = MAX_PIXELS):
+        super().__init__(str(path), read_image(path, max_pixels))
 
 
 class FolderSource:
@@ -439,7 +445,8 @@ class LiveCapture:
 
     def release(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        # A camera that stalled is stuck inside read(): waiting for it would only delay the exit.
+        self._thread.join(timeout=0.2 if self._error else 2.0)
         if self._cap is not None:
             with contextlib.suppress(Exception):
                 self._cap.release()
