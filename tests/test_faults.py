@@ -66,12 +66,20 @@ def start_recording(folder: Path, ckpt: Path, out_name: str) -> tuple[subprocess
     return subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=folder), out, log
 
 
-def wait_for_lines(runs: list[tuple[subprocess.Popen, Path, Path]], n: int) -> None:
+def signal_each(runs: list[tuple[subprocess.Popen, Path, Path]], n: int, sigs: list[list[int]]) -> None:
+    """Send each run its signals as soon as its JSONL holds `n` lines."""
+    pending = dict(enumerate(runs))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(log.exists() and log.read_text().count("\n") >= n
-                                                  for _, _, log in runs):
-        time.sleep(0.05)
-    assert all(proc.poll() is None for proc, _, _ in runs), "a run ended before the signal"
+    while pending and time.monotonic() < deadline:
+        for i, (proc, _, log) in list(pending.items()):
+            if log.exists() and log.read_text().count("\n") >= n:
+                assert proc.poll() is None, "the run ended before the signal"
+                for sig in sigs[i]:
+                    proc.send_signal(sig)
+                    time.sleep(0.01)
+                del pending[i]
+        time.sleep(0.02)
+    assert not pending, "no output within a minute"
 
 
 SIGNALS = {"SIGINT": ([signal.SIGINT], 130), "SIGTERM": ([signal.SIGTERM], 143),
@@ -81,11 +89,7 @@ SIGNALS = {"SIGINT": ([signal.SIGINT], 130), "SIGTERM": ([signal.SIGTERM], 143),
 @pytest.mark.slow
 def test_signals_while_recording_leave_complete_outputs(tmp_path, ckpt):
     runs = [start_recording(tmp_path / name, ckpt, "out.mp4") for name in SIGNALS]  # side by side
-    wait_for_lines(runs, 5)
-    for (proc, _, _), (sigs, _) in zip(runs, SIGNALS.values()):
-        for sig in sigs:
-            proc.send_signal(sig)
-            time.sleep(0.01)
+    signal_each(runs, 5, [sigs for sigs, _ in SIGNALS.values()])
     for (proc, out, log), (name, (_, code)) in zip(runs, SIGNALS.items()):
         err = proc.communicate(timeout=30)[1]
         assert proc.returncode == code, (name, err)
@@ -101,8 +105,7 @@ def test_a_hard_kill_leaves_the_default_recording_playable(tmp_path, ckpt):
     (.mkv) still plays what was written; an .mp4 would hold no playable frame."""
     assert RECORD_EXT == ".mkv"
     proc, out, log = run = start_recording(tmp_path / "run", ckpt, "out" + RECORD_EXT)
-    wait_for_lines([run], 60)
-    proc.kill()
+    signal_each([run], 60, [[signal.SIGKILL]])
     proc.communicate(timeout=30)
     recs = lines(log)  # whole lines only, even now
     n, w, h, _ = video_info(out)
