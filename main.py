@@ -19,7 +19,8 @@ from pathlib import Path
 from backend.errors import UserError, non_negative_float, non_negative_int, positive_float, positive_int
 from backend.model.config import DEFAULT_PRESET, PRESETS
 from backend.model.device import DEVICES
-from backend.training.config import AUGMENTS, DATA_ENV, TrainConfig
+from backend.frame.mnist import DATA_ENV
+from backend.training.config import AUGMENTS, TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.export_onnx:
         from backend.model.onnx_engine import TOLERANCE, export_checkpoint
+        from backend.training.data import test_batch
 
-        diffs = export_checkpoint(args.checkpoint, args.export_onnx, args.data_dir, n_check=args.limit or 512)
+        diffs = export_checkpoint(args.checkpoint, args.export_onnx, test_batch(args.data_dir, args.limit or 512))
         print(f"wrote {args.export_onnx}; ONNX Runtime vs PyTorch on MNIST test digits: max |diff| "
               + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()) + f" (tolerance {TOLERANCE:.0e})")
         return 0

@@ -42,9 +42,9 @@ def pipeline(ckpt):
 @pytest.fixture(scope="session")
 def digits(mnist_dir):
     """MNIST test digits (N, 28, 28) uint8 and their labels (N,) int64, read once per session."""
-    from backend.frame import synth
+    from backend.frame.mnist import mnist_arrays
 
-    return synth.load_mnist_digits(str(mnist_dir))
+    return mnist_arrays(str(mnist_dir))
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,9 @@ def onnx_mod():
 
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
-    from backend.model.onnx_engine import mnist_test_batch
+    from backend.training.data import test_batch
 
-    return mnist_test_batch(str(mnist_dir), 64)
+    return test_batch(str(mnist_dir), 64)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_cli_export_checks_against_torch(onnx_mod, mnist_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("failure", ["export", "check"])
-def test_failed_export_leaves_no_file(onnx_mod, mnist_dir, tmp_path, monkeypatch, failure):
+def test_failed_export_leaves_no_file(onnx_mod, digits, tmp_path, monkeypatch, failure):
     def fail(*args, **kwargs):
         if failure == "export":  # half a file written, then the disk fills
             args[1].write_bytes(b"half")
@@ -82,7 +82,7 @@ def test_failed_export_leaves_no_file(onnx_mod, mnist_dir, tmp_path, monkeypatch
     monkeypatch.setattr(onnx_mod, "export_model" if failure == "export" else "compare_with_torch", fail)
     out = tmp_path / "m.onnx"
     with pytest.raises(UserError if failure == "export" else KeyboardInterrupt):
-        onnx_mod.export_checkpoint(None, out, str(mnist_dir), n_check=8)
+        onnx_mod.export_checkpoint(None, out, digits[:8])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -91,9 +91,10 @@ def digit_heights(w: int, h: int, n: int) -> tuple[int, int]:
 def synthetic_sets(n_frames: int, data_dir: str | None, sizes=SIZES, counts=DIGITS, seed: int = 0) -> list[FrameSet]:
     """Camera-like sheets from backend.frame.synth holding n digits each (fewer where they do not fit:
     the truth says how many were placed)."""
-    from backend.frame.synth import SceneConfig, load_mnist_digits, scenes
+    from backend.frame.mnist import mnist_arrays
+    from backend.frame.synth import SceneConfig, scenes
 
-    digits = load_mnist_digits(data_dir)
+    digits = mnist_arrays(data_dir)
     out = []
     for w, h in sizes:
         for n in counts:

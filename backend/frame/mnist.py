@@ -1,12 +1,20 @@
-"""The one source of truth for what an MNIST digit looks like.
+"""The one source of truth for what an MNIST digit looks like, and where MNIST itself is.
 
 Training (backend.training.data) and inference (backend.frame.preprocess) both import these constants and
 functions, so the crops the model sees at run time cannot drift from what it was trained on.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from backend.errors import UserError
+
+DATA_ENV = "DIGITS_DATA_DIR"  # MNIST root when --data-dir is not given
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "digits-transformer"
 
 MNIST_MEAN = 0.1307  # mean of MNIST training pixels scaled to [0, 1]
 MNIST_STD = 0.3081  # their standard deviation
@@ -53,3 +61,39 @@ def normalize(batch_u8: np.ndarray) -> np.ndarray:
 def denormalize(x: np.ndarray) -> np.ndarray:
     """normalize's inverse, back to grey levels in [0, 1] (any shape)."""
     return x * MNIST_STD + MNIST_MEAN
+
+
+def resolve_data_dir(data_dir: str | None) -> Path:
+    """--data-dir, else $DIGITS_DATA_DIR, else a per-user cache folder (downloaded on first use)."""
+    return Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR).expanduser()
+
+
+def mnist(data_dir: str | None, train: bool, transform=None):
+    """torchvision's MNIST from `data_dir` (downloaded there when the files are missing), giving
+    (1, 28, 28) uint8 tensors instead of PIL images: the transforms then skip a PIL round trip
+    that costs as much as the rest of them together. torchvision is imported here, on first use,
+    so reading a frame never pays for it."""
+    from torchvision import datasets
+
+    class TensorMNIST(datasets.MNIST):
+        @property
+        def raw_folder(self) -> str:
+            return os.path.join(self.root, "MNIST", "raw")  # torchvision's layout, not the subclass name
+
+        def __getitem__(self, i: int):
+            x = self.data[i][None]
+            return (self.transform(x) if self.transform else x), int(self.targets[i])
+
+    root = resolve_data_dir(data_dir)
+    try:
+        return TensorMNIST(root=str(root), train=train, transform=transform, download=True)
+    except Exception as e:  # offline and no local copy, or a corrupt one
+        raise UserError(
+            f"MNIST not available in {root} and could not be downloaded ({type(e).__name__}); "
+            f"point --data-dir or ${DATA_ENV} at a folder holding MNIST/raw/") from None
+
+
+def mnist_arrays(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST test (or, with train, training) images (N, 28, 28) uint8 and labels (N,) int64."""
+    ds = mnist(data_dir, train)
+    return ds.data.numpy(), ds.targets.numpy().astype(np.int64)

@@ -23,6 +23,7 @@ import numpy as np
 from backend.errors import UserError
 from backend.frame.detect import DetectConfig, find_candidates
 from backend.frame.detections import box_iou
+from backend.frame.mnist import mnist_arrays
 from backend.frame.preprocess import PreprocessConfig, candidates_to_mnist
 
 # Colours are BGR.
@@ -65,15 +66,6 @@ class Scene:
     def text(self) -> str:
         """The expected reading: numbers separated by spaces, lines by '/'."""
         return "/".join(" ".join("".join(str(self.labels[i]) for i in num) for num in line) for line in self.lines)
-
-
-def load_mnist_digits(data_dir: str | None = None, train: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST test (or, with train, training) images (N, 28, 28) uint8 and labels (N,) int64,
-    through torchvision's dataset (see backend.training.data.mnist: a local copy, else a download)."""
-    from backend.training.data import mnist
-
-    ds = mnist(data_dir, train)
-    return ds.data.numpy(), ds.targets.numpy().astype(np.int64)
 
 
 DEMO_DIGITS = Path(__file__).resolve().parents[2] / "artifacts" / "demo_digits.npz"
@@ -243,7 +235,7 @@ def render_scene(rng: np.random.Generator, images: np.ndarray, labels: np.ndarra
 def scenes(n: int, seed: int = 0, cfg: SceneConfig | None = None, data_dir: str | None = None,
            digits: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[Scene]:
     """`n` scenes, the same ones for the same seed. `digits` overrides loading MNIST test."""
-    images, labels = digits if digits is not None else load_mnist_digits(data_dir)
+    images, labels = digits if digits is not None else mnist_arrays(data_dir)
     rng = np.random.default_rng(seed)
     for _ in range(n):
         yield render_scene(rng, images, labels, cfg)
@@ -274,7 +266,7 @@ def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, tr
     Digits come from MNIST's training images by default, so fine-tuning on these crops never
     sees the test set that accuracy is reported on.
     """
-    images, labels = load_mnist_digits(data_dir, train=train)
+    images, labels = mnist_arrays(data_dir, train=train)
     cfg = cfg or SceneConfig()
     rng = np.random.default_rng(seed)
     for _ in range(n_scenes):
@@ -305,7 +297,7 @@ class DemoScene:
         self.rng = np.random.default_rng(seed)
         self.t = 0
         if digits is None:  # MNIST test digits from data_dir, else the shipped ones
-            digits = load_mnist_digits(data_dir) if data_dir else demo_digits()
+            digits = mnist_arrays(data_dir) if data_dir else demo_digits()
         self.sheet = self._sheet(*digits)
         yy, xx = np.mgrid[0:self.height, 0:self.width].astype(np.float32)
         self.light = (1.0 - 0.25 * xx / self.width - 0.1 * yy / self.height)[..., None]

@@ -119,17 +119,9 @@ def compare_with_torch(model: VisionTransformer, session: OnnxSession, images: n
     return worst
 
 
-def mnist_test_batch(data_dir: str | None, n: int = 512) -> np.ndarray:
-    """The first `n` MNIST test digits, normalised: (n, 1, 28, 28) float32."""
-    from backend.training.data import test_set
-
-    ds = test_set(data_dir, n)
-    return torch.stack([ds[i][0] for i in range(len(ds))]).numpy()
-
-
-def export_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.PathLike, data_dir: str | None = None,
-                      n_check: int = 512) -> dict[str, float]:
-    """Export a checkpoint to `out` and check ONNX Runtime against PyTorch on real MNIST test digits.
+def export_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.PathLike, check: np.ndarray) -> dict[str, float]:
+    """Export a checkpoint to `out` and check ONNX Runtime against PyTorch on `check`, a normalised
+    batch (N, 1, 28, 28) float32 of real digits (backend.training.data.test_batch: MNIST test).
 
     Returns the largest difference per output; raises UserError when any exceeds TOLERANCE.
     The file is written under a temporary name and renamed once checked, so a failed or
@@ -144,7 +136,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | None, out: str | os.PathLi
             export_model(model, tmp)
         except OSError as e:
             raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-        diffs = compare_with_torch(model, OnnxSession(tmp), mnist_test_batch(data_dir, n_check))
+        diffs = compare_with_torch(model, OnnxSession(tmp), check)
         worst = max(diffs, key=diffs.get)
         if diffs[worst] > TOLERANCE:
             raise UserError(f"{out}: ONNX Runtime differs from PyTorch by {diffs[worst]:.2e} on '{worst}' "

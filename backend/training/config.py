@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DATA_ENV = "DIGITS_DATA_DIR"  # MNIST root when --data-dir is not given (backend.training.data)
 AUGMENTS = ("webcam", "styles", "light")  # see backend.training.data.train_transform
 
 
@@ -17,7 +16,7 @@ class TrainConfig:
     weight_decay: float = 0.05  # AdamW decoupled weight decay
     warmup_epochs: float = 1.0  # linear warm-up before the cosine decay
     label_smoothing: float = 0.05  # softens targets; keeps confidences honest
-    data_dir: str | None = None  # MNIST root (see backend.training.data.resolve_data_dir)
+    data_dir: str | None = None  # MNIST root (see backend.frame.mnist.resolve_data_dir)
     device: str = "auto"  # auto|cpu|cuda|mps
     out: str = "runs/train"  # folder for last.pt, best.pt and metrics.jsonl
     resume: str | None = None  # checkpoint to continue from ("auto" = OUT/last.pt)

@@ -2,28 +2,19 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, Dataset, Subset
-from torchvision import datasets
 from torchvision.transforms import v2
 
 from backend.errors import UserError
-from backend.frame.mnist import MNIST_MEAN, MNIST_STD
-from backend.training.config import AUGMENTS, DATA_ENV  # noqa: F401  (AUGMENTS: see train_transform)
+from backend.frame.mnist import MNIST_MEAN, MNIST_STD, mnist
+from backend.training.config import AUGMENTS  # noqa: F401  (see train_transform)
 
-DEFAULT_DATA_DIR = Path.home() / ".cache" / "digits-transformer"
 VAL_SIZE = 5000  # held out from the 60k training images for model selection
-
-
-def resolve_data_dir(data_dir: str | None) -> Path:
-    """--data-dir, else $DIGITS_DATA_DIR, else a per-user cache folder (downloaded on first use)."""
-    return Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR).expanduser()
 
 
 class StrokeWidth(torch.nn.Module):
@@ -258,30 +249,6 @@ def _between_float_and_normalised(*steps) -> v2.Compose:
                        v2.Normalize([MNIST_MEAN], [MNIST_STD])])
 
 
-class TensorMNIST(datasets.MNIST):
-    """torchvision's MNIST, giving (1, 28, 28) uint8 tensors instead of PIL images: the
-    transforms then skip a PIL round trip that costs as much as the rest of them together."""
-
-    @property
-    def raw_folder(self) -> str:
-        return os.path.join(self.root, "MNIST", "raw")  # torchvision's layout, not the subclass name
-
-    def __getitem__(self, i: int):
-        x = self.data[i][None]
-        return (self.transform(x) if self.transform else x), int(self.targets[i])
-
-
-def mnist(data_dir: str | None, train: bool, transform=None) -> datasets.MNIST:
-    """torchvision's MNIST from `data_dir`; downloads there when the files are missing."""
-    root = resolve_data_dir(data_dir)
-    try:
-        return TensorMNIST(root=str(root), train=train, transform=transform, download=True)
-    except Exception as e:  # offline and no local copy, or a corrupt one
-        raise UserError(
-            f"MNIST not available in {root} and could not be downloaded ({type(e).__name__}); "
-            f"point --data-dir or ${DATA_ENV} at a folder holding MNIST/raw/") from None
-
-
 class ArrayDigits(Dataset):
     """Extra 28x28 training digits from an .npz with `images` (N, 28, 28) uint8 white-on-black
     and `labels` (N,) int, such as crops of synthetic camera scenes cut by our own pipeline."""
@@ -354,3 +321,9 @@ def train_val_split(data_dir: str | None, limit: int | None = None, seed: int = 
 def test_set(data_dir: str | None, limit: int | None = None) -> Dataset:
     ds = mnist(data_dir, False, eval_transform())
     return Subset(ds, range(min(limit, len(ds)))) if limit else ds
+
+
+def test_batch(data_dir: str | None, n: int = 512) -> np.ndarray:
+    """The first `n` MNIST test digits, normalised as the model sees them: (n, 1, 28, 28) float32."""
+    ds = test_set(data_dir, n)
+    return torch.stack([ds[i][0] for i in range(len(ds))]).numpy()

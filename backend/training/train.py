@@ -23,8 +23,8 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from backend.model.checkpoint import build_model, load_checkpoint, save_atomic
-from backend.frame.mnist import MNIST_MEAN, MNIST_STD
-from backend.training.data import batch_augment, resolve_data_dir, styled_parts, train_val_split
+from backend.frame.mnist import MNIST_MEAN, MNIST_STD, resolve_data_dir
+from backend.training.data import batch_augment, styled_parts, train_val_split
 from backend.model.device import resolve_device
 from backend.errors import OutputError, UserError
 from backend.training.config import TrainConfig
