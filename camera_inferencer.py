@@ -165,9 +165,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from backend.live.app import Interrupted
-    from backend.model.device import keep_freed_memory
+    from backend.process import tune_process
 
-    keep_freed_memory()
+    tune_process()
 
     try:
         return list_cameras() if args.list_cameras else web(args) if args.web else run(args)

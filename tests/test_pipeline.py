@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.frame import synth
+from backend.frame import pipeline, synth
 from backend.frame.detect import DetectConfig
 from backend.frame.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
 from backend.frame.reading import reading_order
@@ -179,3 +180,29 @@ def test_result_is_in_reading_order(digits):
     r: FrameResult = Pipeline(FakeRecognizer()).process(sc.image)
     rd = reading_order(r.detections.boxes)
     assert rd.order.tolist() == list(range(len(r.detections)))
+
+
+def test_a_page_read_in_overlapping_chunks_reads_as_in_one_batch(digits, monkeypatch):
+    class InkRecognizer:  # an answer that depends on each crop, so a crop read out of place shows
+        grid = 7
+        calls: list[tuple[int, str]] = []
+
+        def predict(self, batch: np.ndarray) -> Predictions:
+            self.calls.append((len(batch), threading.current_thread().name))
+            ink = batch.reshape(len(batch), -1).sum(1)
+            probs = np.eye(10, dtype=np.float32)[np.abs(ink * 1000).astype(np.int64) % 10]
+            g = np.ones((len(batch), self.grid, self.grid), np.float32)
+            return Predictions(probs.argmax(1), probs.max(1), probs, g, g.copy())
+
+    cfg = synth.SceneConfig(width=1280, height=720, min_digits=60, max_digits=60, closeup_p=0.0)
+    frame = next(synth.scenes(1, seed=3, cfg=cfg, digits=digits)).image
+    rec = InkRecognizer()
+    chunked = Pipeline(rec).process(frame)
+    assert len(rec.calls) > 2 and all(n <= pipeline.CHUNK and name != "MainThread" for n, name in rec.calls)
+    monkeypatch.setattr(pipeline, "CHUNK", 10_000)
+    whole = Pipeline(rec).process(frame)
+    assert rec.calls[-1][1] == "MainThread" and chunked.model_calls == whole.model_calls >= 40
+    for a, b in ((chunked.detections, whole.detections), (chunked.rejected, whole.rejected)):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.digits, b.digits)
+        assert np.array_equal(a.crops, b.crops)
+    assert chunked.numbers == whole.numbers

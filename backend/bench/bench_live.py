@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import backend.live.tracking as tracking
-from backend.model.device import keep_freed_memory
+from backend.process import tune_process
 from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
 from backend.live.app import frame_stream
@@ -178,7 +178,7 @@ def _latency(ev, shown) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    keep_freed_memory()
+    tune_process()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=12)
     p.add_argument("--frames", type=int, default=FRAMES)

@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.model.device import keep_freed_memory
+from backend.process import tune_process
 from backend.errors import UserError
 from backend.timing import timed_ms
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
@@ -391,7 +391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_memory()
+    tune_process()
     args = parse_args(argv)
     try:
         run(args)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.model.device import keep_freed_memory
+from backend.process import tune_process
 from backend.errors import UserError
 from backend.frame.pipeline import Pipeline, PipelineConfig
 from backend.live.sources import read_image
@@ -64,7 +64,7 @@ def accuracy(rows: list[dict], read: dict[str, list[dict]], threshold: float, sc
 
 
 def main(argv: list[str] | None = None) -> int:
-    keep_freed_memory()
+    tune_process()
     p = argparse.ArgumentParser(prog="python -m backend.bench.photos", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path)

@@ -133,12 +133,15 @@ def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig | None = None) -> 
     return (_tight(img) * 255).astype(np.uint8)
 
 
-def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None) -> np.ndarray:
-    """Detection candidates -> (N, 28, 28) uint8 white-on-black MNIST-format digits."""
+def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, start: int = 0,
+                        stop: int | None = None) -> np.ndarray:
+    """Detection candidates (those from `start` to `stop`) -> (N, 28, 28) uint8 white-on-black
+    MNIST-format digits."""
     cfg = cfg or PreprocessConfig()
-    out = np.zeros((len(c.boxes), IMG_SIZE, IMG_SIZE), np.uint8)
-    for i, (box, box_work) in enumerate(zip(c.boxes.tolist(), c.boxes_work.tolist())):
-        out[i] = fit_and_centre(normalise_stroke(_ink_crop(c, i, box, box_work, cfg), cfg))
+    stop = len(c.boxes) if stop is None else min(stop, len(c.boxes))
+    out = np.zeros((max(0, stop - start), IMG_SIZE, IMG_SIZE), np.uint8)
+    for k, (box, box_work) in enumerate(zip(c.boxes[start:stop].tolist(), c.boxes_work[start:stop].tolist())):
+        out[k] = fit_and_centre(normalise_stroke(_ink_crop(c, start + k, box, box_work, cfg), cfg))
     return out
 
 

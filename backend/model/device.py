@@ -46,24 +46,3 @@ def default_threads() -> int:
     except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
     return max(1, min(4, n // 2))
-
-
-def keep_freed_memory(limit: int = 256 << 20) -> bool:
-    """Let glibc reuse freed blocks of up to `limit` bytes instead of giving them back to the OS.
-
-    Every frame allocates a few images of a megabyte or more (masks, labels, integral images).
-    glibc serves blocks that large with fresh pages from the kernel and returns them on free, so
-    each frame pays the page faults again: on a 2-core VM they were a fifth of detection's time
-    (photo median 10.4 -> 8.1 ms CPU). The process keeps what it peaked at, a few tens of MB.
-    False where the C library is not glibc (macOS, Windows, musl): nothing changes there.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, limit)) and bool(mallopt(M_TRIM_THRESHOLD, 2 * limit))

@@ -22,6 +22,11 @@ class Predictions:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 10), np.float32), z, z.copy())
 
     @classmethod
+    def concat(cls, parts: list["Predictions"]) -> "Predictions":
+        """The predictions of consecutive batches as one (at least one part)."""
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+
+    @classmethod
     def from_outputs(cls, probs: np.ndarray, rollout: np.ndarray, last: np.ndarray) -> "Predictions":
         """From the InferenceHead outputs (numpy, float32)."""
         digits = probs.argmax(axis=1)
