@@ -34,21 +34,23 @@ def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overl
         z = np.zeros(0, np.int64)
         return Reading(z, z.copy(), z.copy(), [], [])
     x, y, w, h = boxes.T
+    ys, hs = y.tolist(), h.tolist()  # Python floats for the scalar loops (200 digits: 1.8 -> 1.0 ms)
     chains: list[list[int]] = []
-    for i in np.lexsort((y, x)):  # left to right
+    for i in np.lexsort((y, x)).tolist():  # left to right
         best, best_ov = -1, 0.0
         for k, ch in enumerate(chains):
             j = ch[-1]
-            ov = min(y[i] + h[i], y[j] + h[j]) - max(y[i], y[j])
-            ov /= max(min(h[i], h[j]), 1e-6)
+            ov = min(ys[i] + hs[i], ys[j] + hs[j]) - max(ys[i], ys[j])
+            ov /= max(min(hs[i], hs[j]), 1e-6)
             if ov >= min_overlap and ov > best_ov:
                 best, best_ov = k, ov
         if best < 0:
-            chains.append([int(i)])
+            chains.append([i])
         else:
-            chains[best].append(int(i))
+            chains[best].append(i)
     chains.sort(key=lambda ch: float(np.median(y[ch] + h[ch] / 2)))
 
+    xs, ws = x.tolist(), w.tolist()
     line = np.zeros(n, np.int64)
     number = np.zeros(n, np.int64)
     order, numbers, lines = [], [], []
@@ -57,7 +59,7 @@ def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overl
         line_nums = [len(numbers)]
         numbers.append("")
         for k, i in enumerate(ch):
-            if k and x[i] - (x[ch[k - 1]] + w[ch[k - 1]]) > number_gap * med_h:
+            if k and xs[i] - (xs[ch[k - 1]] + ws[ch[k - 1]]) > number_gap * med_h:
                 line_nums.append(len(numbers))
                 numbers.append("")
             line[i], number[i] = li, len(numbers) - 1
