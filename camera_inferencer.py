@@ -28,7 +28,7 @@ import signal
 import sys
 from dataclasses import replace
 
-from backend.model.device import BACKENDS, DEVICES
+from backend.model.device import BACKENDS, DEVICES, PRECISIONS
 from backend.errors import UserError, positive_float, positive_int, probability
 from backend.frame.pipeline import PipelineConfig
 
@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "onnxruntime is installed (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU inference threads (default: half the cores, 1-4)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="GPU arithmetic: auto = bf16 where the GPU has it, else fp16; fp32 on the CPU "
+                        "(default: %(default)s)")
+    p.add_argument("--onnx", default=None, metavar="MODEL.onnx",
+                   help="run this file from main.py --export-onnx (of --checkpoint) on ONNX Runtime instead of "
+                        "exporting the checkpoint at start-up")
     p.add_argument("--width", type=positive_int, default=None, help="requested camera width (demo: frame width)")
     p.add_argument("--height", type=positive_int, default=None, help="requested camera height (demo: frame height)")
     p.add_argument("--fps", type=positive_float, default=None, help="requested camera frame rate (demo: its rate)")
@@ -114,12 +120,25 @@ def list_cameras() -> int:
     return 0
 
 
+def recognizer_config(args: argparse.Namespace):
+    """--device, --backend, --threads, --precision and --onnx as a RecognizerConfig (imports torch),
+    with torch's process-wide inference threads set."""
+    from backend.model.device import set_torch_threads
+    from backend.model.recognizer import RecognizerConfig
+
+    set_torch_threads(args.threads)
+    backend = "onnx" if args.onnx and args.backend == "auto" else args.backend
+    return RecognizerConfig(args.device, backend, args.threads, args.precision, args.onnx)
+
+
 def web(args: argparse.Namespace) -> int:
+    if args.onnx:
+        raise UserError("--onnx runs one model; the browser app exports each of its models at start-up")
     from backend.live.web import serve
     from backend.live.web_reading import MODEL_FILES, Models
 
     files = {os.path.basename(args.checkpoint): args.checkpoint, **MODEL_FILES} if args.checkpoint else MODEL_FILES
-    serve(Models(files, args.device, args.backend, args.threads), args.host, args.port)
+    serve(Models(files, recognizer_config(args)), args.host, args.port)
     return 0
 
 
@@ -130,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
                       {"--record": args.record, "--jsonl": args.jsonl, "--record-raw": args.record_raw})
     if args.data_dir and not os.path.isdir(args.data_dir):  # the demo would create it as a side effect
         raise UserError(f"--data-dir {args.data_dir}: no such folder")
-    if args.checkpoint and not os.path.isfile(args.checkpoint):  # before torch is imported (seconds)
-        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    for what, path in (("checkpoint", args.checkpoint), ("ONNX file", args.onnx)):  # before torch is imported (seconds)
+        if path and not os.path.isfile(path):
+            raise UserError(f"{what} not found: {path}")
     check_display(args)
     from backend.live.app import AppConfig, describe, run_app
     from backend.live.overlay import OverlayConfig
@@ -150,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from backend.model.recognizer import Recognizer
 
-        recognizer = Recognizer(args.checkpoint, args.device, backend=args.backend, threads=args.threads)
+        recognizer = Recognizer(args.checkpoint, recognizer_config(args))
         pcfg = PipelineConfig(min_confidence=args.min_confidence)
         pcfg.detect = replace(pcfg.detect, work_size=args.work_size, max_digits=args.max_digits)
         summary = run_app(source, Pipeline(recognizer, pcfg), cfg, device=f"{recognizer.device} {recognizer.backend}",

@@ -34,9 +34,9 @@ def pipeline(ckpt):
     """The real pipeline on the tiny model. A random model is rarely confident: accept
     everything so that readings flow through."""
     from backend.frame.pipeline import Pipeline, PipelineConfig
-    from backend.model.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer, RecognizerConfig
 
-    return Pipeline(Recognizer(ckpt, "cpu"), PipelineConfig(min_confidence=0.0))
+    return Pipeline(Recognizer(ckpt, RecognizerConfig(device="cpu")), PipelineConfig(min_confidence=0.0))
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +51,9 @@ def digits(mnist_dir):
 def shipped_pipeline():
     """The real pipeline on the shipped default model (artifacts/digits_vit.pt), at its default settings."""
     from backend.frame.pipeline import Pipeline
-    from backend.model.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer, RecognizerConfig
 
     shipped = ROOT / "artifacts" / "digits_vit.pt"
     if not shipped.is_file():
         pytest.fail(f"no shipped checkpoint {shipped}")
-    return Pipeline(Recognizer(shipped, device="cpu"))
+    return Pipeline(Recognizer(shipped, RecognizerConfig(device="cpu")))

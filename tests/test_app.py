@@ -182,9 +182,11 @@ def test_reading_flags_reach_the_pipeline(media, ckpt, monkeypatch):
     monkeypatch.setattr("backend.live.app.run_app", lambda source, pipeline, cfg, **kw: seen.setdefault("p", pipeline))
     monkeypatch.setattr("backend.live.app.describe", lambda summary: "")
     cli(["--source", str(media / "shots"), "--no-display", "--min-confidence", "0.8", "--work-size", "960",
-         "--max-digits", "12"], ckpt)
+         "--max-digits", "12", "--backend", "torch", "--threads", "1", "--precision", "fp32"], ckpt)
     cfg = seen["p"].cfg
     assert (cfg.min_confidence, cfg.detect.work_size, cfg.detect.max_digits) == (0.8, 960, 12)
+    rec = seen["p"].recognizer
+    assert (rec.backend, rec.threads, rec.amp_dtype) == ("torch", 1, None)
 
 
 @pytest.mark.parametrize("args, hint", [

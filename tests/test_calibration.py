@@ -40,12 +40,12 @@ def test_inference_head_applies_the_temperature():
 @pytest.mark.slow
 def test_shipped_model_is_calibrated_on_mnist_test(mnist_dir):
     from backend.frame.mnist import MNIST_MEAN, MNIST_STD
-    from backend.model.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer, RecognizerConfig
     from backend.training.data import mnist
 
     ds = mnist(str(mnist_dir), False)
     x = ((ds.data[:2000, None].float() / 255 - MNIST_MEAN) / MNIST_STD).numpy()
-    p = Recognizer(None, "cpu", backend="torch").predict(x)
+    p = Recognizer(None, RecognizerConfig(device="cpu", backend="torch")).predict(x)
     correct = p.digits == ds.targets[:2000].numpy()
     assert correct.mean() > 0.98
     assert expected_calibration_error(p.confidence, correct) < 0.015

@@ -6,7 +6,7 @@ import pytest
 
 from backend.model import recognizer as recognizer_mod
 from backend.errors import UserError
-from backend.model.recognizer import Recognizer
+from backend.model.recognizer import Recognizer, RecognizerConfig
 
 FIELDS = ("probs", "confidence", "attn_rollout", "attn_last")
 
@@ -37,8 +37,8 @@ def exported(onnx_mod, tmp_path_factory):
 
 @pytest.mark.parametrize("n", [1, 5, 64])
 def test_onnx_runtime_matches_torch_on_mnist(onnx_mod, exported, digits, n):
-    torch_rec = Recognizer(device="cpu", backend="torch")
-    onnx_rec = Recognizer(backend="onnx", onnx_file=exported)
+    torch_rec = Recognizer(None, RecognizerConfig(device="cpu", backend="torch"))
+    onnx_rec = Recognizer(None, RecognizerConfig(backend="onnx", onnx_file=exported))
     a, b = torch_rec.predict(digits[:n]), onnx_rec.predict(digits[:n])
     assert onnx_rec.backend == "onnx" and onnx_rec.grid == torch_rec.grid
     np.testing.assert_array_equal(a.digits, b.digits)
@@ -100,7 +100,7 @@ def test_missing_onnxruntime_says_how_to_install(monkeypatch):
     with pytest.raises(UserError, match="pip install"):
         require_onnxruntime()
     with pytest.raises(UserError, match="pip install"):
-        Recognizer(backend="onnx")
+        Recognizer(None, RecognizerConfig(backend="onnx"))
 
 
 @pytest.mark.parametrize("have_ort,device,expected", [(True, "cpu", "onnx"), (False, "cpu", "torch"),
@@ -109,7 +109,7 @@ def test_auto_backend_prefers_onnx_on_cpu_when_installed(monkeypatch, have_ort, 
     if have_ort:
         pytest.importorskip("onnxruntime")
     monkeypatch.setattr(recognizer_mod, "onnxruntime_available", lambda: have_ort)
-    rec = Recognizer(device=device, backend="auto")
+    rec = Recognizer(None, RecognizerConfig(device=device, backend="auto"))
     if expected is None:  # auto device: onnx only where it resolves to the CPU
         expected = "onnx" if rec.device.type == "cpu" else "torch"
     assert rec.backend == expected
@@ -117,6 +117,28 @@ def test_auto_backend_prefers_onnx_on_cpu_when_installed(monkeypatch, have_ort, 
 
 def test_bad_backend_and_onnx_on_gpu_are_user_errors():
     with pytest.raises(UserError, match="unknown backend"):
-        Recognizer(backend="tensorrt")
+        Recognizer(None, RecognizerConfig(backend="tensorrt"))
     with pytest.raises(UserError, match="runs on the CPU"):
-        Recognizer(device="cuda", backend="onnx")
+        Recognizer(None, RecognizerConfig(device="cuda", backend="onnx"))
+
+
+def test_the_app_runs_an_exported_file_and_refuses_it_beside_torch(exported, tmp_path, monkeypatch, capsys):
+    import cv2
+
+    import camera_inferencer
+
+    image = tmp_path / "page.png"
+    cv2.imwrite(str(image), np.full((120, 160, 3), 230, np.uint8))
+    seen = {}
+    monkeypatch.setattr("backend.live.app.run_app", lambda source, pipeline, cfg, **kw: seen.setdefault("p", pipeline))
+    monkeypatch.setattr("backend.live.app.describe", lambda summary: "")
+    assert camera_inferencer.main(["--source", str(image), "--no-display", "--onnx", str(exported)]) == 0
+    assert seen["p"].recognizer.backend == "onnx"
+    capsys.readouterr()
+    accurate = str(recognizer_mod.DEFAULT_CHECKPOINT).replace("digits_vit.pt", "digits_vit_accurate.pt")
+    for args, words in ((["--backend", "torch"], "use --backend onnx"), (["--web"], "browser app"),
+                        (["--onnx", str(tmp_path / "none.onnx")], "ONNX file not found"),
+                        (["--checkpoint", accurate], "does not belong to checkpoint")):  # the file is what runs
+        assert camera_inferencer.main(["--source", str(image), "--no-display", "--onnx", str(exported), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, args

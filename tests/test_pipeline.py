@@ -110,9 +110,9 @@ def test_reading_accuracy_on_synthetic_scenes(digits, model, floor):
 
     60 scenes (~380 digits): with fewer, a handful of MNIST's own ambiguous digits swings the
     rate by several points."""
-    from backend.model.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer, RecognizerConfig
 
-    pipe = Pipeline(Recognizer(SHIPPED.parent / model, device="cpu"))
+    pipe = Pipeline(Recognizer(SHIPPED.parent / model, RecognizerConfig(device="cpu")))
     truth = correct = 0
     for sc in synth.scenes(60, seed=2024, digits=digits):
         r = pipe.process(sc.image)

@@ -359,7 +359,7 @@ def test_a_very_wide_strip_reads_like_its_crop(mnist_dir):
     """Five MNIST digits 140 px tall on paper: the 1100x200 crop reads them, and so must the same
     crop in a 10000x200 strip (prepared as the app prepares frames)."""
     from backend.frame.pipeline import Pipeline
-    from backend.model.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer, RecognizerConfig
     from backend.training.data import mnist
 
     test = mnist(str(mnist_dir), False)
@@ -371,6 +371,6 @@ def test_a_very_wide_strip_reads_like_its_crop(mnist_dir):
     crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
     strip = np.full((200, 10000, 3), 235, np.uint8)
     strip[:, 4000:5100] = crop
-    pipeline = Pipeline(Recognizer(None, "cpu"))
+    pipeline = Pipeline(Recognizer(None, RecognizerConfig(device="cpu")))
     assert "".join(pipeline.process(prepare_frame(crop)[0]).numbers) == "31415"
     assert "".join(pipeline.process(prepare_frame(strip)[0]).numbers) == "31415"

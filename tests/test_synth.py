@@ -86,7 +86,7 @@ def test_demo_runs_offline_without_mnist(tmp_path, monkeypatch):
 
     from backend.frame.pipeline import Pipeline
     from backend.live.sources import open_source
-    from backend.model.recognizer import Recognizer
+    from backend.model.recognizer import Recognizer, RecognizerConfig
 
     def no_network(*args, **kwargs):
         raise AssertionError("the demo tried to use the network")
@@ -101,6 +101,6 @@ def test_demo_runs_offline_without_mnist(tmp_path, monkeypatch):
     source = open_source("demo")
     ok, frame = source.read()
     assert ok and frame.shape == (480, 640, 3)
-    result = Pipeline(Recognizer(None, "cpu")).process(frame)
+    result = Pipeline(Recognizer(None, RecognizerConfig(device="cpu"))).process(frame)
     assert "".join(result.numbers) == "".join(synth.DemoScene.TEXT).replace(" ", "")
     assert not list(tmp_path.iterdir())  # nothing was downloaded

@@ -34,8 +34,8 @@ from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
 from backend.live.app import frame_stream
 from backend.live.tracking import Tracker, TrackerConfig
-from backend.model.device import BACKENDS
-from backend.model.recognizer import Recognizer
+from backend.model.device import BACKENDS, set_torch_threads
+from backend.model.recognizer import Recognizer, RecognizerConfig
 from backend.bench.live_clips import FRAMES, Clip, clips
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
 
     shared = Path(args.shared)
     score = load_score(shared / "tools" / "score.py")
-    rec = Recognizer(args.checkpoint, args.device, backend=args.backend)
+    set_torch_threads()
+    rec = Recognizer(args.checkpoint, RecognizerConfig(args.device, args.backend))
     pipeline = Pipeline(rec)
     clip_list = clips(shared / "realworld", args.clips, args.steady, args.frames, args.shake)
     print(f"model {rec.name} on {rec.device} {rec.backend}; {len(clip_list)} {'steady ' if args.steady else ''}clips x "

@@ -42,7 +42,8 @@ from backend.timing import timed_ms
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
 from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
-from backend.model.recognizer import BACKENDS, Recognizer
+from backend.model.device import BACKENDS, set_torch_threads
+from backend.model.recognizer import Recognizer, RecognizerConfig
 from backend.live.recorder import VideoRecorder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,7 +310,7 @@ def run(args: argparse.Namespace) -> dict:
     recs: dict[tuple[str, str], Recognizer] = {}
     for ckpt in args.checkpoint:
         for b in backends:
-            rec = Recognizer(ckpt, device=args.device if b == "torch" else "cpu", backend=b, threads=args.threads)
+            rec = Recognizer(ckpt, RecognizerConfig(args.device if b == "torch" else "cpu", b, args.threads))
             recs[rec.name, b] = rec
         info = {"name": rec.name, "checkpoint": ckpt or "default", "params": rec.params, "preset": rec.preset,
                 "device": str(rec.device), "mflops_per_crop": mflops_per_crop(rec)}
@@ -393,6 +394,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     tune_process()
     args = parse_args(argv)
+    set_torch_threads(args.threads)
     try:
         run(args)
     except UserError as e:

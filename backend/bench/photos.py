@@ -72,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--score-tool", default=str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "score.py"))
     args = p.parse_args(argv)
+    from backend.model.device import set_torch_threads
     from backend.model.recognizer import Recognizer
+
+    set_torch_threads()
 
     scorer = load_scorer(args.score_tool)
     with open(args.labels, newline="") as fh:

@@ -20,7 +20,7 @@ from backend.live.app import frame_stream, record
 from backend.live.overlay import JET, HudInfo, OverlayConfig, draw_overlay
 from backend.live.sources import MAX_SIDE, FrameOnce, decode_image, to_bgr8
 from backend.live.tracking import Tracker
-from backend.model.recognizer import Recognizer
+from backend.model.recognizer import Recognizer, RecognizerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 # The model switch, first the one shown first: the shipped default, then the 7x7-token `accurate`
@@ -52,10 +52,9 @@ class Models:
     """Each checkpoint loaded once per process, shared by every tab. Predictions take turns: the
     pipelines of several tabs run at once, and the GPU path reuses one upload buffer."""
 
-    def __init__(self, files: dict[str, str | os.PathLike], device: str = "auto", backend: str = "auto",
-                 threads: int | None = None):
-        self.recognizers = {name: Recognizer(path, device, backend=backend, threads=threads)
-                            for name, path in files.items()}
+    def __init__(self, files: dict[str, str | os.PathLike], cfg: RecognizerConfig | None = None):
+        cfg = cfg or RecognizerConfig(backend="auto")
+        self.recognizers = {name: Recognizer(path, cfg) for name, path in files.items()}
         self.lock = threading.Lock()
 
     @property

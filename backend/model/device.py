@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch", "onnx")  # inference engines (backend.model.recognizer)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # autocast on GPUs (backend.model.recognizer.autocast_dtype)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -46,3 +47,14 @@ def default_threads() -> int:
     except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
     return max(1, min(4, n // 2))
+
+
+def set_torch_threads(threads: int | None = None) -> int:
+    """torch's intra-op threads for inference on the CPU (default: default_threads()); returns
+    the number. The setting is process-wide, so each program makes it once where it builds its
+    recognizers (ONNX Runtime sessions take theirs from RecognizerConfig.threads instead)."""
+    import torch
+
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    return n

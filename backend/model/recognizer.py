@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from backend.model.checkpoint import DEFAULT_CHECKPOINT, load_model
-from backend.model.device import BACKENDS, default_threads, resolve_device
+from backend.model.device import BACKENDS, PRECISIONS, default_threads, resolve_device
 from backend.errors import UserError
 from backend.model.predictions import Predictions
 from backend.model.vit import InferenceHead, count_parameters
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`; None means plain float32.
@@ -41,32 +39,43 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+@dataclass
+class RecognizerConfig:
+    """How a checkpoint is run (camera_inferencer.py's --device, --backend, --threads, --precision, --onnx)."""
+
+    device: str = "auto"  # auto | cpu | cuda | mps
+    # torch (any device), onnx (ONNX Runtime on the CPU; needs onnxruntime), or auto: onnx when the
+    # device is the CPU and onnxruntime is installed (several times faster there for small batches)
+    backend: str = "torch"
+    # ONNX Runtime's intra-op threads (default: default_threads()); torch's are process-wide, set
+    # by the program (backend.model.device.set_torch_threads)
+    threads: int | None = None
+    precision: str = "auto"  # autocast on GPUs (see autocast_dtype)
+    # with backend onnx: a file from `main.py --export-onnx` to run instead of exporting the
+    # checkpoint in memory at start-up (the checkpoint still gives name and size)
+    onnx_file: str | os.PathLike | None = None
+
+
 class Recognizer:
-    """Loads a checkpoint once and classifies whole batches in one forward pass.
+    """Loads a checkpoint once and classifies whole batches in one forward pass."""
 
-    backend: "torch" (any device), "onnx" (ONNX Runtime on the CPU; needs onnxruntime), or
-    "auto": onnx when the device is the CPU and onnxruntime is installed (several times faster
-    there for small batches), else torch.
-    threads: intra-op CPU threads (default: default_threads()); for the torch backend this sets
-    torch's process-wide thread count. precision: autocast on GPUs (see autocast_dtype).
-    onnx_file: with backend "onnx", a file from `main.py --export-onnx` to run instead of
-    exporting the checkpoint in memory at start-up (the checkpoint still gives name and size).
-    """
-
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "auto", backend: str = "torch",
-                 threads: int | None = None, precision: str = "auto", onnx_file: str | os.PathLike | None = None):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, cfg: RecognizerConfig | None = None):
+        cfg = cfg or RecognizerConfig()
+        device, backend, onnx_file = cfg.device, cfg.backend, cfg.onnx_file
         if backend not in BACKENDS:
             raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.model, ckpt = load_model(checkpoint)
         if backend == "auto":
             backend = "onnx" if device in ("auto", "cpu") and resolve_device(device).type == "cpu" \
                 and onnxruntime_available() else "torch"
+        if onnx_file and backend != "onnx":
+            raise UserError(f"--onnx {onnx_file} runs on ONNX Runtime: use --backend onnx (or auto) on the CPU")
         self.backend = backend
         self.grid = self.model.cfg.grid
         self.name = os.path.basename(str(checkpoint or DEFAULT_CHECKPOINT))
         self.params = count_parameters(self.model)
         self.preset = ckpt.get("preset", "?")
-        self.threads = threads or default_threads()
+        self.threads = cfg.threads or default_threads()
         self._pinned: torch.Tensor | None = None  # reused host buffer for GPU uploads
         if backend == "onnx":
             if device not in ("auto", "cpu"):
@@ -82,12 +91,10 @@ class Recognizer:
                                 f"vs {self.grid})")
         else:
             self.device = resolve_device(device)
-            self.amp_dtype = autocast_dtype(self.device, precision)
+            self.amp_dtype = autocast_dtype(self.device, cfg.precision)
             self._session = None
             self._head = InferenceHead(self.model).eval()
             self.model.to(self.device)
-            if self.device.type == "cpu":
-                torch.set_num_threads(self.threads)
 
     def _upload(self, batch: np.ndarray) -> torch.Tensor:
         """numpy batch -> tensor on the device; via a reused pinned buffer and an async copy on CUDA."""
