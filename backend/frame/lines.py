@@ -63,6 +63,14 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
             if len(xs) < 2:
                 continue
             u, v = (xs, ys) if horizontal else (ys, xs)  # v = a * u + b along the line
+            # A line is ink nearly all along (below): if the band around the segment is not, the
+            # line fitted inside it is not either. A row of digits' tops, which the transform
+            # also lines up, ends here, before the fits (detection of a ruled sheet of 200 digits
+            # at 640x480: 49 -> 38 ms; the same lines on 257 masks of photos and scenes).
+            seen = np.zeros(u.max() - u.min() + 1, bool)
+            seen[u - u.min()] = True
+            if seen.mean() < 0.7:
+                continue
             a, b = fit_line(u, v)
             for _ in range(2):  # drop the digit strokes the band caught, refit to the line alone
                 near = np.abs(v - (a * u + b)) <= 1.5
