@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from app_fakes import digit_frame
-from backend.live.overlay import MIN_FONT, HudInfo, Layout, OverlayConfig, draw_overlay, heatmap_tint, place_label
+from backend.live.overlay import (MIN_FONT, HudInfo, Layout, OverlayConfig, draw_overlay, heatmap_tint, hud_variants,
+                                  place_label)
 from backend.frame.detections import Detections
 
 BOX = [60, 80, 50, 70]
@@ -213,3 +214,11 @@ def test_labels_on_a_small_strip_stay_legible_and_apart():
     placed = place_label(Layout(frame.shape, dets.boxes[:1]), dets.boxes[0], 5, 0.96, 0.5)
     (x0, y0, x1, y1), parts, th = placed
     assert [t for t, _ in parts] == ["5", "96%"] and min(f for _, f in parts) >= MIN_FONT
+
+
+def test_the_hud_gives_a_photo_its_stage_times_and_no_rate():
+    timings = {"detect": 3.0, "preprocess": 1.0, "model": 6.0}
+    photo = [text for text, _, _ in hud_variants(HudInfo(timings=timings, device="cpu"), 5, 1.0)[0][0]]
+    video = [text for text, _, _ in hud_variants(HudInfo(fps=24.0, timings=timings, device="cpu"), 5, 1.0)[0][0]]
+    assert photo[0] == "detect 3.0   preprocess 1.0   model 6.0 ms" and not any("FPS" in t for t in photo)
+    assert video[0].startswith("FPS 24.0    detect 3.0")

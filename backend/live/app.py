@@ -354,9 +354,12 @@ class Loop:
         image = None
         if self.window or any(s.overlay for s in self.sinks):
             self.refresh_hud()
+            # This frame's stages, and the drawing time of the one before (this one is being drawn).
+            draw_ms = self.hud.timings.get("draw")
+            self.hud.timings = {**shown.result.timings, **({"draw": draw_ms} if draw_ms is not None else {})}
             t_draw = time.perf_counter()
             image = self.draw(shown)
-            self.hud.timings = {**shown.result.timings, "draw": (time.perf_counter() - t_draw) * 1e3}
+            self.hud.timings["draw"] = (time.perf_counter() - t_draw) * 1e3
         for sink in self.sinks:
             sink.write(shown, image)
         self.last = shown

@@ -357,10 +357,13 @@ def hud_variants(hud: HudInfo, n_digits: int, s: float) -> list[tuple[list[Row],
     stages = "   ".join(f"{k} {t[k]:.1f}" for k in ("detect", "preprocess", "model", "draw") if k in t)
     state = ([(f"REC  {hud.recording}", RED, 1.0)] if hud.recording else []) + \
         ([("PAUSED  (space to resume)", (40, 200, 240), 1.0)] if hud.paused else [])
-    full = [(f"FPS {hud.fps:.1f}    {stages} ms" if stages else f"FPS {hud.fps:.1f}", WHITE, 1.0),
-            (f"{hud.device}   |   {hud.model}   |   {n_digits} digit{'s' if n_digits != 1 else ''}", WHITE, 1.0)]
+    # No rate before a second frame (a photo has none): its stage times only.
+    rate = [f"FPS {hud.fps:.1f}"] if hud.fps else []
+    first = "    ".join(rate + ([f"{stages} ms"] if stages else []))
+    full = ([(first, WHITE, 1.0)] if first else []) + \
+        [(f"{hud.device}   |   {hud.model}   |   {n_digits} digit{'s' if n_digits != 1 else ''}", WHITE, 1.0)]
     total = sum(t.get(k, 0.0) for k in ("detect", "preprocess", "model", "draw"))
-    line = f"{hud.fps:.0f} fps   {total:.0f} ms   {hud.device}"
+    line = "   ".join([f"{hud.fps:.0f} fps"] * bool(hud.fps) + [f"{total:.0f} ms", hud.device])
     short = [(line, WHITE, 1.0)] + [("REC" if c == RED else "PAUSED", c, k) for _, c, k in state]
     tiny = [("REC" if c == RED else "PAUSED", c, k) for _, c, k in state]
     fs = 0.5 * s
