@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.frame import synth
+from backend.frame import detect, synth
 from backend.frame.detect import DetectConfig, _near_pairs, components, find_candidates, to_gray
 from backend.frame.lines import fit_line
 
@@ -244,3 +244,18 @@ def test_pieces_are_paired_with_every_near_neighbour_and_no_other():
     assert len(found) == len(i)  # each pair once
     assert found == {(a, b) for a in range(300) for b in range(a + 1, 300)
                      if abs(x[a] - x[b]) <= 10 and abs(y[a] - y[b]) <= 10}
+
+
+def test_a_page_in_a_video_gets_its_closer_look_at_once(digits, monkeypatch):
+    cfg = synth.SceneConfig(width=1280, height=720, min_digits=60, max_digits=60, min_height=14, max_height=20,
+                            closeup_p=0.0)
+    page = next(synth.scenes(1, seed=4, cfg=cfg, digits=digits)).image
+    first = find_candidates(page)
+    assert first.polarity.scale == first.scale  # its digits were too small for one look
+    looks = []
+    real = detect._candidates_at
+    monkeypatch.setattr(detect, "_candidates_at", lambda *a: looks.append(a[0].shape) or real(*a))
+    noisy = np.clip(page + np.random.default_rng(0).normal(0, 3, page.shape), 0, 255).astype(np.uint8)
+    second = find_candidates(noisy, polarity=first.polarity)
+    assert len(looks) == 1 and second.scale == first.scale  # the next frame goes straight to it
+    assert np.array_equal(second.boxes, find_candidates(noisy).boxes)  # and finds what a fresh look finds

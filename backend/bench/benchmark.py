@@ -104,6 +104,11 @@ def synthetic_sets(n_frames: int, data_dir: str | None, sizes=SIZES, counts=DIGI
                               closeup_p=0.0)
             ss = list(scenes(n_frames, seed, cfg, digits=digits))
             out.append(FrameSet(f"synth{w}x{h}/{n}", [s.image for s in ss], [(s.boxes, s.labels) for s in ss]))
+            if n == max(counts):  # the first sheet held up to a camera: the same page, fresh sensor noise
+                rng = np.random.default_rng(seed)
+                page = ss[0].image.astype(np.float32)
+                shots = [np.clip(page + rng.normal(0, 3, page.shape), 0, 255).astype(np.uint8) for _ in range(n_frames)]
+                out.append(FrameSet(f"video{w}x{h}/{n}", shots, [(ss[0].boxes, ss[0].labels)] * n_frames))
     return out
 
 

@@ -62,11 +62,16 @@ class DetectConfig:
 
 @dataclass
 class Polarity:
-    """Which way a scene's writing goes, kept for the next frames of a video."""
+    """Which way a scene's writing goes, and how closely its digits had to be looked at, kept for
+    the next frames of a video."""
 
     light_on_dark: bool  # chalk on a board
     thumb: np.ndarray  # (h, w) uint8 the working grey frame shrunk to about 40 px, when it was decided
     age: int = 0  # frames since it was decided
+    # The working scale of the second, closer look that small digits needed (a page in view), and
+    # their median height there; a video of the page goes straight to it (None: one look was enough).
+    scale: float | None = None
+    digit_px: float = 0.0
 
 
 @dataclass
@@ -137,7 +142,7 @@ def decide_polarity(work: np.ndarray, cfg: DetectConfig, prev: Polarity | None =
     thumb = _shrink(work, 40)
     if (prev is not None and prev.age < cfg.polarity_every and prev.thumb.shape == thumb.shape
             and cv2.norm(thumb, prev.thumb, cv2.NORM_L1) <= cfg.polarity_change * thumb.size):
-        return Polarity(prev.light_on_dark, prev.thumb, prev.age + 1)
+        return replace(prev, age=prev.age + 1)
     return Polarity(is_light_on_dark(work, cfg), thumb)
 
 
@@ -597,15 +602,30 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     polarity = decide_polarity(work, cfg, polarity)
     if polarity.light_on_dark:
         gray, work = 255 - gray, 255 - work
-    ink, boxes, masks = _candidates_at(work, cfg)
-    # Small digits (a whole page in view, a small photo of a row): look again at a resolution
-    # where they are min_digit_px tall, so touching neighbours can be told apart; at most the
-    # full frame, or 1.5 times the working size where that is larger (a small photo).
-    limit = max(1.0, 1.5 * cfg.work_size * np.sqrt(0.75 / max(gray.size, 1)))
-    if len(boxes) >= 3 and s < limit and np.median(boxes[:, 3]) < cfg.min_digit_px:
-        s = min(limit, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
-        work = _resize(gray, s)
-        ink, boxes, masks = _candidates_at(work, cfg)
+    s0, found = s, None
+    if polarity.scale is not None:  # the same page as the last frames: straight to the closer look
+        closer = _resize(gray, polarity.scale)
+        found = _candidates_at(closer, cfg)
+        n, median = len(found[1]), float(np.median(found[1][:, 3])) if len(found[1]) else 0.0
+        if n >= 3 and 0.8 * polarity.digit_px <= median <= 1.25 * polarity.digit_px:
+            s, work = polarity.scale, closer
+        else:  # the page moved closer or away: look afresh
+            found = None
+    if found is None:
+        found = _candidates_at(work, cfg)
+        boxes = found[1]
+        # Small digits (a whole page in view, a small photo of a row): look again at a resolution
+        # where they are min_digit_px tall, so touching neighbours can be told apart; at most the
+        # full frame, or 1.5 times the working size where that is larger (a small photo).
+        limit = max(1.0, 1.5 * cfg.work_size * np.sqrt(0.75 / max(gray.size, 1)))
+        if len(boxes) >= 3 and s < limit and np.median(boxes[:, 3]) < cfg.min_digit_px:
+            s = min(limit, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
+            work = _resize(gray, s)
+            found = _candidates_at(work, cfg)
+    ink, boxes, masks = found
+    closer_look = s != s0 and len(boxes) > 0
+    polarity = replace(polarity, scale=s if closer_look else None,
+                       digit_px=float(np.median(boxes[:, 3])) if closer_look else 0.0)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
         wide_cfg = replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac)
         if _has_wide_strokes(work, cfg, wide_cfg):
