@@ -54,7 +54,7 @@ class Pipeline:
     def __init__(self, recognizer: Recognizer, cfg: PipelineConfig | None = None):
         self.recognizer = recognizer
         self.cfg = cfg or PipelineConfig()
-        self.polarity: Polarity | None = None  # the last frame's ink polarity, reused while the scene holds
+        self.polarity: Polarity | None = None  # the last frame's ink polarity and closer look, kept while the scene holds
         self._model_thread: ThreadPoolExecutor | None = None
 
     def process(self, frame: np.ndarray, reuse: Reuse | None = None) -> FrameResult:
