@@ -17,6 +17,7 @@ import pytest
 
 import camera_inferencer
 from app_fakes import FakeCapture, digit_frame, video_info, write_video
+from scenes import StandInScene
 from backend.live.app import AppConfig, run_app
 from backend.errors import SourceError
 from backend.live.recorder import RECORD_EXT
@@ -116,15 +117,7 @@ def test_a_hard_kill_leaves_the_default_recording_playable(tmp_path, ckpt):
 def test_short_soak_keeps_memory_flat(pipeline):
     """A short version of the 10,000-frame soak (see the benchmark): no growth after warm-up."""
 
-    class Scene:
-        def __init__(self):
-            self.t = 0
-
-        def next_frame(self):
-            self.t += 1
-            return digit_frame("2024", shift=self.t % 6, seed=self.t % 10)
-
-    src = DemoSource(scene=Scene())
+    src = DemoSource(scene=StandInScene("2024", shifts=6, seeds=10))
     run_app(src, pipeline, AppConfig(display=False, max_frames=20))  # warm-up: caches, allocator pools
     tracemalloc.start()
     run_app(src, pipeline, AppConfig(display=False, max_frames=20))
