@@ -14,6 +14,7 @@ fills half the frame, a ballpoint and a marker, go through the same code.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 import cv2
@@ -89,6 +90,11 @@ class Candidates:
     light_on_dark: bool  # chalk-on-board polarity was chosen
     polarity: Polarity | None = None  # the polarity decision, to pass to the video's next frame
     dropped: int = 0  # candidates left out by DetectConfig.max_digits (hostile input only)
+
+    @functools.cached_property
+    def paper(self) -> np.ndarray:
+        """background, at least 1: what preprocessing divides the frame by (once a frame)."""
+        return cv2.max(self.background, 1)
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:

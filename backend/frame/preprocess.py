@@ -8,6 +8,7 @@ MNIST's, and then fitted and centred by backend.frame.mnist, the geometry traini
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -25,20 +26,19 @@ class PreprocessConfig:
     ink_hi: float = 0.7  # ...and above this fraction it is full white, like MNIST's stroke cores
 
 
-def _ink_crop(c: Candidates, i: int, box: list[int], box_work: list[int], cfg: PreprocessConfig,
-              background: np.ndarray, pad: int) -> np.ndarray:
+def _ink_crop(c: Candidates, i: int, box: list[int], box_work: list[int], cfg: PreprocessConfig) -> np.ndarray:
     """Candidate i (its box and working box as Python ints) as a tight (h, w) float32 ink image
-    in [0, 1] at full resolution. background: c.background, at least 1; pad: a working pixel and
-    one more, in frame pixels."""
+    in [0, 1] at full resolution."""
     x, y, w, h = box
     H, W = c.gray.shape
+    pad = math.ceil(1.0 / c.scale) + 1
     x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
     # The background at working resolution, over the same region, brought to crop size.
     s = c.scale
     bh, bw = c.background.shape
     bx0, by0 = min(int(x0 * s), bw - 1), min(int(y0 * s), bh - 1)
     bx1, by1 = max(bx0 + 1, min(bw, int(np.ceil(x1 * s)))), max(by0 + 1, min(bh, int(np.ceil(y1 * s))))
-    bg = cv2.resize(background[by0:by1, bx0:bx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    bg = cv2.resize(c.paper[by0:by1, bx0:bx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
     # This digit's own pieces, grown by a working pixel, at full resolution.
     m = cv2.resize(c.masks[i], (w, h), interpolation=cv2.INTER_NEAREST)
     m = cv2.copyMakeBorder(m, y - y0, y1 - y - h, x - x0, x1 - x - w, cv2.BORDER_CONSTANT, value=0)
@@ -141,10 +141,8 @@ def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, star
     cfg = cfg or PreprocessConfig()
     stop = len(c.boxes) if stop is None else min(stop, len(c.boxes))
     out = np.zeros((max(0, stop - start), IMG_SIZE, IMG_SIZE), np.uint8)
-    background, pad = cv2.max(c.background, 1), int(np.ceil(1.0 / c.scale)) + 1
     for k, (box, box_work) in enumerate(zip(c.boxes[start:stop].tolist(), c.boxes_work[start:stop].tolist())):
-        ink = _ink_crop(c, start + k, box, box_work, cfg, background, pad)
-        out[k] = fit_and_centre(normalise_stroke(ink, cfg))
+        out[k] = fit_and_centre(normalise_stroke(_ink_crop(c, start + k, box, box_work, cfg), cfg))
     return out
 
 
