@@ -608,18 +608,16 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     polarity = decide_polarity(work, cfg, polarity)
     if polarity.light_on_dark:
         gray, work = 255 - gray, 255 - work
-    s0, found = s, None
+    s0, ink = s, None
     if polarity.scale is not None:  # the same page as the last frames: straight to the closer look
         closer = _resize(gray, polarity.scale)
-        found = _candidates_at(closer, cfg)
-        n, median = len(found[1]), float(np.median(found[1][:, 3])) if len(found[1]) else 0.0
-        if n >= 3 and 0.8 * polarity.digit_px <= median <= 1.25 * polarity.digit_px:
+        ink, boxes, masks = _candidates_at(closer, cfg)
+        if len(boxes) >= 3 and 0.8 <= np.median(boxes[:, 3]) / polarity.digit_px <= 1.25:
             s, work = polarity.scale, closer
         else:  # the page moved closer or away: look afresh
-            found = None
-    if found is None:
-        found = _candidates_at(work, cfg)
-        boxes = found[1]
+            ink = None
+    if ink is None:
+        ink, boxes, masks = _candidates_at(work, cfg)
         # Small digits (a whole page in view, a small photo of a row): look again at a resolution
         # where they are min_digit_px tall, so touching neighbours can be told apart; at most the
         # full frame, or 1.5 times the working size where that is larger (a small photo).
@@ -627,11 +625,9 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         if len(boxes) >= 3 and s < limit and np.median(boxes[:, 3]) < cfg.min_digit_px:
             s = min(limit, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
             work = _resize(gray, s)
-            found = _candidates_at(work, cfg)
-    ink, boxes, masks = found
-    closer_look = s != s0 and len(boxes) > 0
-    polarity = replace(polarity, scale=s if closer_look else None,
-                       digit_px=float(np.median(boxes[:, 3])) if closer_look else 0.0)
+            ink, boxes, masks = _candidates_at(work, cfg)
+    digit_px = float(np.median(boxes[:, 3])) if s != s0 and len(boxes) else 0.0
+    polarity = replace(polarity, scale=s if digit_px else None, digit_px=digit_px)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
         wide_cfg = replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac)
         if _has_wide_strokes(work, cfg, wide_cfg):
