@@ -123,7 +123,7 @@ def list_cameras() -> int:
 def recognizer_config(args: argparse.Namespace):
     """--device, --backend, --threads, --precision and --onnx as a RecognizerConfig (imports torch),
     with torch's process-wide inference threads set."""
-    from backend.model.device import set_torch_threads
+    from backend.process import set_torch_threads
     from backend.model.recognizer import RecognizerConfig
 
     set_torch_threads(args.threads)

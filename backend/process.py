@@ -18,6 +18,17 @@ def tune_process() -> None:
     keep_freed_memory()
 
 
+def set_torch_threads(threads: int | None = None) -> None:
+    """torch's intra-op threads for inference on the CPU (default: default_threads()). Made
+    where a program builds its recognizers, since it imports torch (ONNX Runtime sessions take
+    theirs from RecognizerConfig.threads)."""
+    import torch
+
+    from backend.model.device import default_threads
+
+    torch.set_num_threads(threads or default_threads())
+
+
 def keep_freed_memory(limit: int = 256 << 20) -> bool:
     """Let glibc reuse freed blocks of up to `limit` bytes instead of giving them back to the OS.
 

@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 import backend.live.tracking as tracking
-from backend.process import tune_process
+from backend.process import set_torch_threads, tune_process
 from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
 from backend.live.app import frame_stream
 from backend.live.tracking import Tracker, TrackerConfig
-from backend.model.device import BACKENDS, set_torch_threads
+from backend.model.device import BACKENDS
 from backend.model.recognizer import Recognizer, RecognizerConfig
 from backend.bench.live_clips import FRAMES, Clip, clips
 

@@ -36,13 +36,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.process import tune_process
+from backend.process import set_torch_threads, tune_process
 from backend.errors import UserError
 from backend.timing import timed_ms
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
 from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline
-from backend.model.device import BACKENDS, set_torch_threads
+from backend.model.device import BACKENDS
 from backend.model.recognizer import Recognizer, RecognizerConfig
 from backend.live.recorder import VideoRecorder
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.process import tune_process
+from backend.process import set_torch_threads, tune_process
 from backend.errors import UserError
 from backend.frame.pipeline import Pipeline, PipelineConfig
 from backend.live.sources import read_image
@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--score-tool", default=str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "score.py"))
     args = p.parse_args(argv)
-    from backend.model.device import set_torch_threads
     from backend.model.recognizer import Recognizer
 
     set_torch_threads()

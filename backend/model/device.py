@@ -47,14 +47,3 @@ def default_threads() -> int:
     except AttributeError:  # macOS, Windows
         n = os.cpu_count() or 1
     return max(1, min(4, n // 2))
-
-
-def set_torch_threads(threads: int | None = None) -> int:
-    """torch's intra-op threads for inference on the CPU (default: default_threads()); returns
-    the number. The setting is process-wide, so each program makes it once where it builds its
-    recognizers (ONNX Runtime sessions take theirs from RecognizerConfig.threads instead)."""
-    import torch
-
-    n = threads or default_threads()
-    torch.set_num_threads(n)
-    return n

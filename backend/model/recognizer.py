@@ -48,7 +48,7 @@ class RecognizerConfig:
     # device is the CPU and onnxruntime is installed (several times faster there for small batches)
     backend: str = "torch"
     # ONNX Runtime's intra-op threads (default: default_threads()); torch's are process-wide, set
-    # by the program (backend.model.device.set_torch_threads)
+    # by the program (backend.process.set_torch_threads)
     threads: int | None = None
     precision: str = "auto"  # autocast on GPUs (see autocast_dtype)
     # with backend onnx: a file from `main.py --export-onnx` to run instead of exporting the
