@@ -363,9 +363,9 @@ def hud_variants(hud: HudInfo, n_digits: int, s: float) -> list[tuple[list[Row],
     full = ([(first, WHITE, 1.0)] if first else []) + \
         [(f"{hud.device}   |   {hud.model}   |   {n_digits} digit{'s' if n_digits != 1 else ''}", WHITE, 1.0)]
     total = sum(t.get(k, 0.0) for k in ("detect", "preprocess", "model", "draw"))
-    line = "   ".join([f"{hud.fps:.0f} fps"] * bool(hud.fps) + [f"{total:.0f} ms", hud.device])
-    short = [(line, WHITE, 1.0)] + [("REC" if c == RED else "PAUSED", c, k) for _, c, k in state]
+    line = (f"{hud.fps:.0f} fps   " if hud.fps else "") + f"{total:.0f} ms   {hud.device}"
     tiny = [("REC" if c == RED else "PAUSED", c, k) for _, c, k in state]
+    short = [(line, WHITE, 1.0)] + tiny
     fs = 0.5 * s
     return shrinking(full + state, fs) + shrinking(short, fs) + (shrinking(tiny, fs) if tiny else [])
 
