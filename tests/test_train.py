@@ -191,9 +191,10 @@ def test_missing_data_offline_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert "MNIST not available" in capsys.readouterr().err
 
 
-def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "main.py", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def start(*args, **kw) -> subprocess.Popen:
+    """`python main.py ARGS` on one core, started."""
+    return subprocess.Popen([sys.executable, "main.py", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
 
 
 @pytest.mark.slow
@@ -201,9 +202,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, mnist_dir):
     """SIGKILL during epoch 2, then --resume: the final weights equal an uninterrupted run's."""
     common = ["--train", "--preset", "fast", "--limit", "320", "--batch-size", "32", "--epochs", "2",
               "--workers", "0", "--device", "cpu", "--data-dir", mnist_dir]
-    whole, killed = (subprocess.Popen([sys.executable, "main.py", *map(str, common), "--out", str(out)], cwd=ROOT,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+    whole, killed = (start(*common, "--out", out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                      for out in (tmp_path / "whole", tmp_path / "killed"))  # side by side, one core each
     out = tmp_path / "killed"
     metrics = out / "metrics.jsonl"
@@ -214,9 +213,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, mnist_dir):
     assert whole.wait(timeout=300) == 0
     if metrics.read_text().count("\n") >= 2:
         pytest.skip("the run finished before it could be killed")
-    r = cli("--train", "--out", out, "--resume")  # the settings come from the checkpoint
-    assert r.returncode == 0, r.stderr
-    assert "at epoch 2/2" in r.stdout
+    resumed = start("--train", "--out", out, "--resume", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = resumed.communicate(timeout=300)  # the settings come from the checkpoint
+    assert resumed.returncode == 0, stderr
+    assert "at epoch 2/2" in stdout
 
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
     b = torch.load(out / "last.pt", weights_only=True)["model"]
