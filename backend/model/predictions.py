@@ -1,7 +1,7 @@
 """What the recognizer returns for a batch of crops: plain numpy arrays, no torch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class Predictions:
     @classmethod
     def concat(cls, parts: list["Predictions"]) -> "Predictions":
         """The predictions of consecutive batches as one (at least one part)."""
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in cls.__dataclass_fields__))
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
     @classmethod
     def from_outputs(cls, probs: np.ndarray, rollout: np.ndarray, last: np.ndarray) -> "Predictions":
