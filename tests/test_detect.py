@@ -246,10 +246,28 @@ def test_pieces_are_paired_with_every_near_neighbour_and_no_other():
                      if abs(x[a] - x[b]) <= 10 and abs(y[a] - y[b]) <= 10}
 
 
-def test_a_page_in_a_video_gets_its_closer_look_at_once(digits, monkeypatch):
+@pytest.fixture
+def small_page(digits) -> np.ndarray:
+    """A 1280x720 page of 60 digits too small for the first look."""
     cfg = synth.SceneConfig(width=1280, height=720, min_digits=60, max_digits=60, min_height=14, max_height=20,
                             closeup_p=0.0)
-    page = next(synth.scenes(1, seed=4, cfg=cfg, digits=digits)).image
+    return next(synth.scenes(1, seed=4, cfg=cfg, digits=digits)).image
+
+
+def test_a_page_of_small_digits_is_grouped_and_tested_only_at_its_closer_look(small_page, monkeypatch):
+    grouped = []
+    real = detect.digit_shapes
+    monkeypatch.setattr(detect, "digit_shapes", lambda p, cfg: grouped.append(p.labels.shape) or real(p, cfg))
+    quick = find_candidates(small_page)
+    assert len(grouped) == 1 and grouped[0] == quick.mask.shape != (416, 739)  # not at the working size
+    monkeypatch.setattr(detect, "PAGE_PIECES", 10 ** 9)  # every look finished, as for a few digits
+    full = find_candidates(small_page)
+    assert len(grouped) == 3 and grouped[1] == (416, 739)
+    assert full.scale == quick.scale and np.array_equal(full.boxes, quick.boxes)
+
+
+def test_a_page_in_a_video_gets_its_closer_look_at_once(small_page, monkeypatch):
+    page = small_page
     first = find_candidates(page)
     assert first.polarity.scale == first.scale  # its digits were too small for one look
     looks = []

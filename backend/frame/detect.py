@@ -469,6 +469,9 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
     return InkMasks(bg, ink, mask, above(high, 1.6 * cfg.noise_k), lines, pieces)
 
 
+PAGE_PIECES = 32  # a frame with this many digit-tall pieces of ink is a page of digits
+
+
 @dataclass
 class Pieces:
     """Connected pieces of ink that may be (parts of) digits."""
@@ -478,6 +481,16 @@ class Pieces:
     ids: np.ndarray  # (n,) labels of the pieces kept
     stats: np.ndarray  # (n, 5) x, y, w, h, area of each kept piece (working pixels)
     perim: np.ndarray  # (n,) boundary length of each kept piece
+    min_h: float  # the least height of a digit here
+    n_tall: int  # pieces at least min_h tall...
+    ref_h: float  # ...and their median height (min_h if none): on a page, its digits' height
+
+    @property
+    def page_height(self) -> float | None:
+        """The digits' median height when the pieces are a page's (PAGE_PIECES digit-tall ones or
+        more, nearly all one piece a digit: the median of the digits found, measured on the
+        synthetic pages), else None."""
+        return self.ref_h if self.n_tall >= PAGE_PIECES else None
 
 
 def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
@@ -494,15 +507,14 @@ def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
     if len(ids) > cfg.max_pieces:  # a frame of noise: the biggest pieces, bounded work
         ids = ids[np.argsort(-area[ids], kind="stable")[:cfg.max_pieces]]
         ids.sort()
-    return Pieces(labels, n, ids, stats[ids], perim[ids])
+    tall = stats[ids, 3][stats[ids, 3] >= min_h]
+    return Pieces(labels, n, ids, stats[ids], perim[ids], min_h, len(tall), float(np.median(tall)) if len(tall) else min_h)
 
 
-def digit_shapes(p: Pieces, min_h: float, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Pieces grouped into digits, wide groups split at thin waists:
     (boxes (N, 4) int32 working pixels, N uint8 masks over the boxes, (N,) float32 stroke widths)."""
-    st = p.stats
-    big = st[:, 3] >= min_h
-    ref_h = float(np.median(st[big, 3])) if big.any() else min_h
+    st, min_h, ref_h = p.stats, p.min_h, p.ref_h
     gids, groups = np.unique(group_pieces(st, ref_h), return_inverse=True)
     ng = len(gids)
     top_left = np.full((ng, 2), np.iinfo(np.int32).max, np.int32)
@@ -522,17 +534,18 @@ def digit_shapes(p: Pieces, min_h: float, cfg: DetectConfig) -> tuple[np.ndarray
 
     # A group of one piece (most digits) is that piece's label; OpenCV compares 16-bit labels
     # many times faster than numpy looks groups up.
-    single = np.bincount(groups, minlength=ng) == 1
+    single = (np.bincount(groups, minlength=ng) == 1).tolist()
     label_of = np.zeros(ng, np.int64)
     label_of[groups] = p.ids
+    label_of = label_of.tolist()
 
     out_boxes, out_masks, out_stroke = [], [], []
-    for g, ((x, y, bw, bh), sw, mw) in enumerate(zip(boxes, stroke, max_w)):
+    for g, ((x, y, bw, bh), sw, mw) in enumerate(zip(boxes.tolist(), stroke.tolist(), max_w.tolist())):
         if bh < min_h:  # nor is any part of it tall enough for a digit (see plausible)
             continue
         if not (cfg.split and bw > mw):  # one digit, and its box is already tight
             region = p.labels[y:y + bh, x:x + bw]
-            m = (cv2.compare(region, int(label_of[g]), cv2.CMP_EQ) if single[g] and region.dtype == np.uint16
+            m = (cv2.compare(region, label_of[g], cv2.CMP_EQ) if single[g] and region.dtype == np.uint16
                  else (group_of[region] == g).view(np.uint8) * np.uint8(255))
             out_boxes.append((x, y, bw, bh))
             out_masks.append(m)
@@ -550,17 +563,23 @@ def digit_shapes(p: Pieces, min_h: float, cfg: DetectConfig) -> tuple[np.ndarray
     return np.array(out_boxes, np.int32).reshape(-1, 4), out_masks, np.array(out_stroke, np.float32)
 
 
-def _candidates_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
-    """Working grey frame (dark ink) -> its ink masks, and the boxes (N, 4) and masks of the
-    candidates that have a digit's shape and stand out from their surroundings."""
+def _pieces_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, Pieces]:
+    """Working grey frame (dark ink) -> its ink masks and pieces of ink."""
     ink = threshold_ink(work, cfg)
     h, w = work.shape
-    min_h = max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w))
-    pieces = find_pieces(ink, min_h, cfg)
+    return ink, find_pieces(ink, max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w)), cfg)
+
+
+def _candidates_at(work: np.ndarray, cfg: DetectConfig,
+                   found: tuple[InkMasks, Pieces] | None = None) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
+    """Working grey frame (dark ink), and its _pieces_at if known -> its ink masks, and the boxes
+    (N, 4) and masks of the candidates that have a digit's shape and stand out from their
+    surroundings."""
+    ink, pieces = found or _pieces_at(work, cfg)
     if len(pieces.ids) == 0:
         return ink, np.zeros((0, 4), np.int32), []
-    boxes, masks, stroke = digit_shapes(pieces, min_h, cfg)
-    keep = plausible(boxes, masks, stroke, (h, w), min_h, cfg)
+    boxes, masks, stroke = digit_shapes(pieces, cfg)
+    keep = plausible(boxes, masks, stroke, work.shape, pieces.min_h, cfg)
     sel = np.flatnonzero(keep)
     keep[sel] = stands_out(boxes[sel], [masks[i] for i in sel], work, ink.background, ink.mask, cfg)
     idx = np.flatnonzero(keep)
@@ -617,13 +636,18 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         else:  # the page moved closer or away: look afresh
             ink = None
     if ink is None:
-        ink, boxes, masks = _candidates_at(work, cfg)
         # Small digits (a whole page in view, a small photo of a row): look again at a resolution
         # where they are min_digit_px tall, so touching neighbours can be told apart; at most the
-        # full frame, or 1.5 times the working size where that is larger (a small photo).
+        # full frame, or 1.5 times the working size where that is larger (a small photo). A
+        # page's pieces tell its digits' height before they are grouped and tested: straight on.
         limit = max(1.0, 1.5 * cfg.work_size * np.sqrt(0.75 / max(gray.size, 1)))
-        if len(boxes) >= 3 and s < limit and np.median(boxes[:, 3]) < cfg.min_digit_px:
-            s = min(limit, s * cfg.min_digit_px / float(np.median(boxes[:, 3])))
+        found = _pieces_at(work, cfg)
+        height = found[1].page_height
+        if s >= limit or height is None or height >= cfg.min_digit_px:
+            ink, boxes, masks = _candidates_at(work, cfg, found)
+            height = float(np.median(boxes[:, 3])) if len(boxes) >= 3 else None
+        if s < limit and height is not None and height < cfg.min_digit_px:
+            s = min(limit, s * cfg.min_digit_px / height)
             work = _resize(gray, s)
             ink, boxes, masks = _candidates_at(work, cfg)
     digit_px = float(np.median(boxes[:, 3])) if s != s0 and len(boxes) else 0.0
@@ -753,5 +777,5 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
     spread = np.sqrt(np.maximum(m2 / np.maximum(n, 1) - mean ** 2, 0)) + 1.0
     below = cv2.subtract(bg, work)  # ink is darker than the paper
     contrast = np.array([cv2.mean(below[yy:yy + hh, xx:xx + ww], mask=m)[0]
-                         for (xx, yy, ww, hh), m in zip(boxes, masks)])
+                         for (xx, yy, ww, hh), m in zip(boxes.tolist(), masks)])
     return (n < 10) | (contrast >= cfg.local_snr * spread)
