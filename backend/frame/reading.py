@@ -34,20 +34,23 @@ def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overl
         z = np.zeros(0, np.int64)
         return Reading(z, z.copy(), z.copy(), [], [])
     x, y, w, h = boxes.T
-    ys, hs = y.tolist(), h.tolist()  # Python floats for the scalar loops (200 digits: 1.8 -> 1.0 ms)
+    ys, hs = y.tolist(), h.tolist()  # Python floats for the scalar loops (200 digits: 1.8 -> 0.7 ms)
     chains: list[list[int]] = []
+    ends: list[tuple[float, float, float]] = []  # top, bottom and height of each chain's last box
     for i in np.lexsort((y, x)).tolist():  # left to right
+        top, h_i = ys[i], hs[i]
+        bottom = top + h_i
         best, best_ov = -1, 0.0
-        for k, ch in enumerate(chains):
-            j = ch[-1]
-            ov = min(ys[i] + hs[i], ys[j] + hs[j]) - max(ys[i], ys[j])
-            ov /= max(min(hs[i], hs[j]), 1e-6)
+        for k, (t, b, hk) in enumerate(ends):  # (conditionals: min() and max() cost twice as much here)
+            ov = ((b if b < bottom else bottom) - (t if t > top else top)) / max(hk if hk < h_i else h_i, 1e-6)
             if ov >= min_overlap and ov > best_ov:
                 best, best_ov = k, ov
         if best < 0:
             chains.append([i])
+            ends.append((top, bottom, h_i))
         else:
             chains[best].append(i)
+            ends[best] = (top, bottom, h_i)
     chains.sort(key=lambda ch: float(np.median(y[ch] + h[ch] / 2)))
 
     xs, ws = x.tolist(), w.tolist()
