@@ -254,6 +254,24 @@ def small_page(digits) -> np.ndarray:
     return next(synth.scenes(1, seed=4, cfg=cfg, digits=digits)).image
 
 
+def test_few_candidates_are_told_from_their_surroundings_as_a_page_is(small_page, monkeypatch):
+    cfg = DetectConfig()
+    work = to_gray(small_page)
+    work = cv2.add(work, np.random.default_rng(0).integers(0, 12, work.shape, dtype=np.uint8))  # grain
+    ink, pieces = detect._pieces_at(work, cfg)
+    boxes, masks, _ = detect.digit_shapes(pieces, cfg)
+    boxes, masks = boxes[:20], masks[:20]
+    verdicts = []
+    for snr in (2.0, 8.0, 12.0, 16.0, 20.0):
+        c = DetectConfig(local_snr=snr)
+        each = detect.stands_out(boxes, masks, work, ink.background, ink.mask, c)
+        with monkeypatch.context() as m:
+            m.setattr(detect, "PAGE_PIECES", 0)  # the integral images of a page
+            assert np.array_equal(each, detect.stands_out(boxes, masks, work, ink.background, ink.mask, c))
+        verdicts.append(each.sum())
+    assert verdicts[0] == len(boxes) > verdicts[-1] and len(set(verdicts)) >= 3  # the test tells them apart
+
+
 def test_a_page_of_small_digits_is_grouped_and_tested_only_at_its_closer_look(small_page, monkeypatch):
     grouped = []
     real = detect.digit_shapes
