@@ -246,7 +246,7 @@ def test_pieces_are_paired_with_every_near_neighbour_and_no_other():
                      if abs(x[a] - x[b]) <= 10 and abs(y[a] - y[b]) <= 10}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def small_page(digits) -> np.ndarray:
     """A 1280x720 page of 60 digits too small for the first look."""
     cfg = synth.SceneConfig(width=1280, height=720, min_digits=60, max_digits=60, min_height=14, max_height=20,
