@@ -264,10 +264,10 @@ def test_few_candidates_are_told_from_their_surroundings_as_a_page_is(small_page
     verdicts = []
     for snr in (2.0, 8.0, 12.0, 16.0, 20.0):
         c = DetectConfig(local_snr=snr)
-        each = detect.stands_out(boxes, masks, work, ink.background, ink.mask, c)
+        each = detect.stands_out(boxes, masks, work, ink, c)
         with monkeypatch.context() as m:
             m.setattr(detect, "PAGE_PIECES", 0)  # the integral images of a page
-            assert np.array_equal(each, detect.stands_out(boxes, masks, work, ink.background, ink.mask, c))
+            assert np.array_equal(each, detect.stands_out(boxes, masks, work, ink, c))
         verdicts.append(each.sum())
     assert verdicts[0] == len(boxes) > verdicts[-1] and len(set(verdicts)) >= 3  # the test tells them apart
 

@@ -1,7 +1,6 @@
 """What users photograph besides a few digits: whole pages, close-ups, crops, a straight '1'."""
 from __future__ import annotations
 
-
 import cv2
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ from backend.frame.detect import find_candidates
 from backend.frame.detections import box_iou
 from backend.frame.reading import reading_order
 from backend.live.sources import DrawPad
-
 
 
 def page(digits, seed: int, n: int = 200) -> synth.Scene:

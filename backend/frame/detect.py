@@ -437,6 +437,7 @@ class InkMasks:
     """The thresholded ink of a working grey frame (dark ink), all (h, w) at working resolution."""
 
     background: np.ndarray  # uint8 paper brightness under the ink
+    below: np.ndarray  # uint8 grey levels under the background (ink is darker than the paper)
     ink: np.ndarray  # uint8 relative darkness, 0 paper .. 255 black
     mask: np.ndarray  # uint8 {0, 1} ink, ruled lines taken out
     strong: np.ndarray  # uint8 {0, 1} ink well above the noise (each digit reaches it somewhere)
@@ -466,7 +467,7 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
     if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
         mask = cv2.subtract(mask, lines)
         pieces = components(mask)
-    return InkMasks(bg, ink, mask, above(high, 1.6 * cfg.noise_k), lines, pieces)
+    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), lines, pieces)
 
 
 PAGE_PIECES = 32  # a frame with this many digit-tall pieces of ink (or candidates) is a page of digits
@@ -507,7 +508,8 @@ def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
     if len(ids) > cfg.max_pieces:  # a frame of noise: the biggest pieces, bounded work
         ids = ids[np.argsort(-area[ids], kind="stable")[:cfg.max_pieces]]
         ids.sort()
-    tall = stats[ids, 3][stats[ids, 3] >= min_h]
+    heights = stats[ids, 3]
+    tall = heights[heights >= min_h]
     return Pieces(labels, n, ids, stats[ids], perim[ids], min_h, len(tall), float(np.median(tall)) if len(tall) else min_h)
 
 
@@ -581,7 +583,7 @@ def _candidates_at(work: np.ndarray, cfg: DetectConfig,
     boxes, masks, stroke = digit_shapes(pieces, cfg)
     keep = plausible(boxes, masks, stroke, work.shape, pieces.min_h, cfg)
     sel = np.flatnonzero(keep)
-    keep[sel] = stands_out(boxes[sel], [masks[i] for i in sel], work, ink.background, ink.mask, cfg)
+    keep[sel] = stands_out(boxes[sel], [masks[i] for i in sel], work, ink, cfg)
     idx = np.flatnonzero(keep)
     return ink, boxes[idx], [masks[i] for i in idx]
 
@@ -641,12 +643,16 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         # full frame, or 1.5 times the working size where that is larger (a small photo). A
         # page's pieces tell its digits' height before they are grouped and tested: straight on.
         limit = max(1.0, 1.5 * cfg.work_size * np.sqrt(0.75 / max(gray.size, 1)))
+
+        def too_small(height: float | None) -> bool:
+            return s < limit and height is not None and height < cfg.min_digit_px
+
         found = _pieces_at(work, cfg)
         height = found[1].page_height
-        if s >= limit or height is None or height >= cfg.min_digit_px:
+        if not too_small(height):
             ink, boxes, masks = _candidates_at(work, cfg, found)
             height = float(np.median(boxes[:, 3])) if len(boxes) >= 3 else None
-        if s < limit and height is not None and height < cfg.min_digit_px:
+        if too_small(height):
             s = min(limit, s * cfg.min_digit_px / height)
             work = _resize(gray, s)
             ink, boxes, masks = _candidates_at(work, cfg)
@@ -744,8 +750,8 @@ def is_blob(mask: np.ndarray) -> bool:
     return solidity > 0.9 and max(w, h) < 3.5 * min(w, h)
 
 
-def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg: np.ndarray,
-               mask: np.ndarray, cfg: DetectConfig) -> np.ndarray:
+def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, ink: InkMasks,
+               cfg: DetectConfig) -> np.ndarray:
     """(N,) bool: which candidates are far darker than the texture of the surface around them.
 
     The noise level used for thresholding is the paper's; a wood table, a carpet or a sliver
@@ -755,6 +761,7 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
     if len(boxes) == 0:
         return np.zeros(0, bool)
     h, w = work.shape
+    bg, mask, near_ink = ink.background, ink.mask, np.ones((5, 5), np.uint8)
     x, y, bw, bh = (boxes[:, i].astype(np.int64) for i in range(4))
     r = np.maximum(3, (0.25 * bh).astype(np.int64))
     x0, y0 = np.maximum(0, x - r), np.maximum(0, y - r)
@@ -769,14 +776,14 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
         for i, (a0, b0, a1, b1) in enumerate(zip(x0.tolist(), y0.tolist(), x1.tolist(), y1.tolist())):
             g0, h0 = max(0, a0 - 2), max(0, b0 - 2)  # grown by the dilation's reach, then cut back
             cut = (slice(b0 - h0, b0 - h0 + b1 - b0), slice(a0 - g0, a0 - g0 + a1 - a0))
-            near = cv2.dilate(mask[h0:b1 + 2, g0:a1 + 2], np.ones((5, 5), np.uint8))[cut]
+            near = cv2.dilate(mask[h0:b1 + 2, g0:a1 + 2], near_ink)[cut]
             away = cv2.threshold(near, 0, 1, cv2.THRESH_BINARY_INV)[1]
             d = cv2.addWeighted(bg[b0:b1, a0:a1], 1, work[b0:b1, a0:a1], -1, 128)
             n[i] = cv2.countNonZero(away)
             spread[i] = cv2.meanStdDev(d, mask=away)[1][0, 0] + 1.0
     else:  # sums over each candidate's surroundings from integral images: a page of hundreds of
         # digits costs a few whole-image operations
-        away = cv2.threshold(cv2.dilate(mask, np.ones((5, 5), np.uint8)), 0, 1, cv2.THRESH_BINARY_INV)[1]
+        away = cv2.threshold(cv2.dilate(mask, near_ink), 0, 1, cv2.THRESH_BINARY_INV)[1]
         d_away = cv2.multiply(cv2.addWeighted(bg, 1, work, -1, 128), away)
         n_sum = cv2.integral(away)
         s1, s2 = cv2.integral2(d_away, sdepth=cv2.CV_32S, sqdepth=cv2.CV_64F)
@@ -787,7 +794,6 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, bg:
         n, m1, m2 = box_sum(n_sum).astype(np.float64), box_sum(s1).astype(np.float64), box_sum(s2)
         mean = m1 / np.maximum(n, 1)
         spread = np.sqrt(np.maximum(m2 / np.maximum(n, 1) - mean ** 2, 0)) + 1.0
-    below = cv2.subtract(bg, work)  # ink is darker than the paper
-    contrast = np.array([cv2.mean(below[yy:yy + hh, xx:xx + ww], mask=m)[0]
+    contrast = np.array([cv2.mean(ink.below[yy:yy + hh, xx:xx + ww], mask=m)[0]
                          for (xx, yy, ww, hh), m in zip(boxes.tolist(), masks)])
     return (n < 10) | (contrast >= cfg.local_snr * spread)

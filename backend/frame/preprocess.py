@@ -64,10 +64,10 @@ def ink_levels(ink: np.ndarray, masks: list[np.ndarray], boxes_work: list[list[i
     image over the digit's own pixels (its mask over its working box), so faint pencil and black
     marker both become white. One histogram for all the digits: a partial sort, or a histogram,
     per digit costs several times more."""
+    if not masks:
+        return np.zeros(0)
     vals = [ink[y:y + h, x:x + w][m > 0] for (x, y, w, h), m in zip(boxes_work, masks)]
     n = np.array([len(v) for v in vals], np.int64)
-    if not len(vals):
-        return np.zeros(0)
     hist = np.bincount(np.repeat(np.arange(len(vals)) * 256, n) + np.concatenate(vals), minlength=len(vals) * 256)
     below = hist.reshape(-1, 256).cumsum(1) <= (0.9 * (n - 1)).astype(np.int64)[:, None]
     return np.where(n > 0, np.maximum(below.sum(1) / 255.0, 0.05), 1.0)

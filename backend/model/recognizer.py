@@ -18,6 +18,7 @@ from backend.errors import UserError
 from backend.model.predictions import Predictions
 from backend.model.vit import InferenceHead, count_parameters
 
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`; None means plain float32.
 
