@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backend.frame import detect, synth
-from backend.frame.detect import DetectConfig, _near_pairs, components, find_candidates, to_gray
+from backend.frame.detect import DetectConfig, _near_pairs, components, find_candidates, to_gray, work_scale
 from backend.frame.lines import fit_line
 
 PAPER = (235, 238, 240)
@@ -282,6 +282,19 @@ def test_a_page_of_small_digits_is_grouped_and_tested_only_at_its_closer_look(sm
     full = find_candidates(small_page)
     assert len(grouped) == 3 and grouped[1] == (416, 739)
     assert full.scale == quick.scale and np.array_equal(full.boxes, quick.boxes)
+
+
+def test_a_ruled_page_of_small_digits_is_searched_for_lines_only_at_its_closer_look(digits, monkeypatch):
+    cfg = synth.SceneConfig(width=1280, height=720, min_digits=60, max_digits=60, min_height=14, max_height=20,
+                            closeup_p=0.0, ruled_p=1.0)
+    scene = next(synth.scenes(1, seed=5, cfg=cfg, digits=digits))
+    searched = []
+    real = detect.line_mask
+    monkeypatch.setattr(detect, "line_mask", lambda mask, *a: searched.append(mask.shape) or real(mask, *a))
+    c = find_candidates(scene.image)
+    assert searched == [c.mask.shape] and c.scale > work_scale(scene.image.shape[:2], DetectConfig())
+    assert (c.mask == 128).sum() > 1000  # the rules were found there and taken out
+    assert matched(scene.boxes, c.boxes) >= 0.9 * len(scene.boxes)
 
 
 def test_a_page_in_a_video_gets_its_closer_look_at_once(small_page, monkeypatch):

@@ -462,12 +462,17 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
                                cv2.threshold(below, -m + noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
 
     mask = above(low, cfg.noise_k)
-    pieces = components(mask)
-    lines = line_mask(mask, pieces[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px)
-    if lines is not None:  # ruled lines, a margin, a fold: take them out, digits on them stay
-        mask = cv2.subtract(mask, lines)
-        pieces = components(mask)
-    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), lines, pieces)
+    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask))
+
+
+def without_lines(ink: InkMasks, cfg: DetectConfig) -> InkMasks:
+    """The ink masks with the ruled lines, a margin, a fold taken out (the digits on them stay);
+    the same masks where there are none."""
+    lines = line_mask(ink.mask, ink.pieces[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px)
+    if lines is None:
+        return ink
+    mask = cv2.subtract(ink.mask, lines)
+    return replace(ink, mask=mask, lines=lines, pieces=components(mask))
 
 
 PAGE_PIECES = 32  # a frame with this many digit-tall pieces of ink (or candidates) is a page of digits
@@ -565,11 +570,15 @@ def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndar
     return np.array(out_boxes, np.int32).reshape(-1, 4), out_masks, np.array(out_stroke, np.float32)
 
 
+def _pieces_of(ink: InkMasks, cfg: DetectConfig) -> Pieces:
+    h, w = ink.mask.shape
+    return find_pieces(ink, max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w)), cfg)
+
+
 def _pieces_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, Pieces]:
-    """Working grey frame (dark ink) -> its ink masks and pieces of ink."""
-    ink = threshold_ink(work, cfg)
-    h, w = work.shape
-    return ink, find_pieces(ink, max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w)), cfg)
+    """Working grey frame (dark ink) -> its ink masks, ruled lines taken out, and pieces of ink."""
+    ink = without_lines(threshold_ink(work, cfg), cfg)
+    return ink, _pieces_of(ink, cfg)
 
 
 def _candidates_at(work: np.ndarray, cfg: DetectConfig,
@@ -647,10 +656,16 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         def too_small(height: float | None) -> bool:
             return s < limit and height is not None and height < cfg.min_digit_px
 
-        found = _pieces_at(work, cfg)
-        height = found[1].page_height
+        # A page's digits show their height before its ruled lines are taken out (those on a
+        # line join it, the others are enough): a page of small digits is not searched for
+        # lines at a size it will not be read at.
+        ink = threshold_ink(work, cfg)
+        pieces = _pieces_of(ink, cfg)
+        if not too_small(pieces.page_height) and (lined := without_lines(ink, cfg)) is not ink:
+            ink, pieces = lined, _pieces_of(lined, cfg)
+        height = pieces.page_height
         if not too_small(height):
-            ink, boxes, masks = _candidates_at(work, cfg, found)
+            ink, boxes, masks = _candidates_at(work, cfg, (ink, pieces))
             height = float(np.median(boxes[:, 3])) if len(boxes) >= 3 else None
         if too_small(height):
             s = min(limit, s * cfg.min_digit_px / height)
