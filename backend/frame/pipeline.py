@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Callable
 
@@ -19,9 +19,13 @@ if TYPE_CHECKING:  # the recognizer (and torch) are imported by whoever builds o
 
 # A page's crops go to the model in chunks of this many, each while the next is prepared: the
 # model runs on the other core (ONNX Runtime and torch let go of Python's lock while they
-# compute). 200 digits at 1280x720 on 2 cores: 44 -> 34-38 ms a frame; chunks of 24, 32 and 48
-# gave 37-39, 38-40 and 40-43 ms (the last chunk's model time is not hidden).
-CHUNK = 16
+# compute). 200 digits at 1280x720 on 2 cores: 44 -> 34-38 ms a frame. Each chunk handed over
+# costs the preparing thread a wake-up of the other and turns at Python's lock (13 chunks of 16:
+# 2.3 ms a page, with a model that does nothing), so chunks are not smaller; once the last is
+# ready, the chunks the model thread has not started are read on this thread, beside it.
+# Preparing and reading ten 200-digit pages, ms a page: chunks of 16 20.6-21.0, of 24 with that
+# help 19.0-19.5 (of 32 19.2-19.6, of 16 with it 20.2-20.7).
+CHUNK = 24
 
 # Given a frame's candidate boxes (N, 4) and model inputs (N, 28, 28), which of them need not go
 # through the model again: (known (N,) bool, Predictions for the known ones, in their order).
@@ -68,10 +72,10 @@ class Pipeline:
         self.polarity = cand.polarity
         t1 = time.perf_counter()
         if reuse is None and len(cand.boxes) >= 2 * CHUNK:  # a page: preprocessing and model overlap
-            crops, pending = self._overlapped(cand)
+            crops, batches, pending = self._overlapped(cand)
             n_model = len(crops)
             t2 = time.perf_counter()
-            p = Predictions.concat([f.result() for f in pending])
+            p = self._finish(batches, pending)
         else:
             crops = candidates_to_mnist(cand, self.cfg.preprocess)
             known, cached = reuse(cand.boxes, crops) if reuse is not None and len(crops) else (None, None)
@@ -91,15 +95,26 @@ class Pipeline:
         return FrameResult(accepted, dets.select(~ok), reading.numbers, timings, cand.mask, reading,
                            cand.light_on_dark, n_model, cand.dropped)
 
-    def _overlapped(self, cand) -> tuple[np.ndarray, list]:
-        """All crops, each chunk handed to the model thread as soon as it is ready; the pending results."""
+    def _overlapped(self, cand) -> tuple[np.ndarray, list[np.ndarray], list[Future]]:
+        """All crops, each chunk handed to the model thread as soon as it is ready: the crops, the
+        chunks' model inputs and their pending predictions."""
         if self._model_thread is None:
             self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
-        chunks, pending = [], []
+        chunks, batches, pending = [], [], []
         for start in range(0, len(cand.boxes), CHUNK):
             chunks.append(candidates_to_mnist(cand, self.cfg.preprocess, start, start + CHUNK))
-            pending.append(self._model_thread.submit(self.recognizer.predict, to_batch(chunks[-1])))
-        return np.concatenate(chunks), pending
+            batches.append(to_batch(chunks[-1]))
+            pending.append(self._model_thread.submit(self.recognizer.predict, batches[-1]))
+        return np.concatenate(chunks), batches, pending
+
+    def _finish(self, batches: list[np.ndarray], pending: list[Future]) -> Predictions:
+        """The predictions of every chunk: those the model thread has not started are read here."""
+        here = {}
+        for i in reversed(range(len(pending))):
+            if not pending[i].cancel():  # started: so are all before it
+                break
+            here[i] = self.recognizer.predict(batches[i])
+        return Predictions.concat([here[i] if i in here else f.result() for i, f in enumerate(pending)])
 
 
 def _merge(new: Predictions, cached: Predictions, known: np.ndarray) -> Predictions:
