@@ -181,6 +181,11 @@ def test_result_is_in_reading_order(digits):
     r: FrameResult = Pipeline(FakeRecognizer()).process(sc.image)
     rd = reading_order(r.detections.boxes)
     assert rd.order.tolist() == list(range(len(r.detections)))
+    # Unread (for a tracker, which reads the digits it shows): the same digits, in the detector's order.
+    unread = Pipeline(FakeRecognizer()).process(sc.image, read=False)
+    assert unread.numbers == [] and unread.reading is None and r.numbers
+    assert sorted(map(tuple, unread.detections.boxes.tolist())) == sorted(map(tuple, r.detections.boxes.tolist()))
+    assert unread.detections.boxes.tolist() != r.detections.boxes.tolist()
 
 
 def test_a_page_read_in_overlapping_chunks_reads_as_in_one_batch(digits, monkeypatch):

@@ -61,11 +61,13 @@ class Pipeline:
         self.polarity: Polarity | None = None  # the last frame's ink polarity and closer look, kept while the scene holds
         self._model_thread: ThreadPoolExecutor | None = None
 
-    def process(self, frame: np.ndarray, reuse: Reuse | None = None) -> FrameResult:
+    def process(self, frame: np.ndarray, reuse: Reuse | None = None, read: bool = True) -> FrameResult:
         """frame: (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey uint8, any size.
 
         reuse: says which candidates already have predictions (a tracker's digits whose crop did
         not change); only the others go through the model.
+        read: put the accepted digits in reading order and read their numbers (False: a tracker
+        reads the digits it shows instead; the numbers are empty and `reading` None).
         """
         t0 = time.perf_counter()
         cand = find_candidates(frame, self.cfg.detect, self.polarity)
@@ -88,11 +90,11 @@ class Pipeline:
         t3 = time.perf_counter()
         dets = Detections(cand.boxes, p.digits, p.confidence, p.probs, p.attn_rollout, p.attn_last, crops)
         ok = dets.confidence >= self.cfg.min_confidence
-        accepted, reading = read_in_order(dets.select(ok))
+        accepted, reading = read_in_order(dets.select(ok)) if read else (dets.select(ok), None)
         # With overlap, "model" is the time the model added after the last crop was ready.
         timings = {"detect": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3, "model": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
-        return FrameResult(accepted, dets.select(~ok), reading.numbers, timings, cand.mask, reading,
+        return FrameResult(accepted, dets.select(~ok), reading.numbers if read else [], timings, cand.mask, reading,
                            cand.light_on_dark, n_model, cand.dropped)
 
     def _overlapped(self, cand) -> tuple[np.ndarray, list[np.ndarray], list[Future]]:

@@ -253,7 +253,7 @@ def frame_stream(source: Source, pipeline: Pipeline, tracker: Tracker | None, ma
             if shape is not None and frame.shape != shape:  # a stream that changes size mid-run
                 warn(f"frame size changed from {shape[1]}x{shape[0]} to {frame.shape[1]}x{frame.shape[0]}")
                 tracker.reset()
-            result = pipeline.process(frame, reuse=tracker.reuse)
+            result = pipeline.process(frame, reuse=tracker.reuse, read=False)  # read once, tracked
             dets, reading = read_in_order(tracker.update(result.detections, result.rejected))
             result = replace(result, detections=dets, numbers=reading.numbers, reading=reading)
         shape = frame.shape

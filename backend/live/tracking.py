@@ -148,7 +148,7 @@ class Tracker:
         """A frame's candidate boxes (N, 4) and model inputs (N, 28, 28) uint8 -> (known (N,) bool,
         Predictions of the known ones, in order): the crops of confident tracks that changed by at
         most `max_crop_change` since the track was last classified, at most `max_age` frames ago.
-        Pass as `Pipeline.process(frame, reuse=tracker.reuse)`."""
+        Pass as `Pipeline.process(frame, reuse=tracker.reuse, read=False)`."""
         cfg = self.cfg
         known = np.zeros(len(boxes), bool)
         rows: list[Predictions] = []
