@@ -211,8 +211,10 @@ def _bar_seven(img, ys, xs, width) -> None:
 def _flag_one(img, ys, xs, width) -> None:
     top, bottom = ys.min(), ys.max()
     c = _centre_col(ys, xs, top, top + 2)
-    length = _u(0.15, 0.45) * (bottom - top)  # up to a long flag
-    angle = math.radians(_u(20, 55))  # below the horizontal, to the left
+    # Down to the left, and steeper and shorter than a 7's top: a long flat flag is a narrow 7
+    # (a default trained with flags of up to 45 % of the height at 20-55 degrees read such 7s as 1).
+    length = _u(0.15, 0.35) * (bottom - top)
+    angle = math.radians(_u(30, 60))
     _line(img, (c, top), (c - length * math.cos(angle), top + length * math.sin(angle)), width)
     if torch.rand(()) < 0.4:  # a foot
         cb, half = _centre_col(ys, xs, bottom - 2, bottom), _u(3.0, 5.0)
