@@ -10,9 +10,10 @@ def fit_line(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     """Least-squares (a, b) of v = a * u + b: np.polyfit(u, v, 1) in closed form, without its
     SVD, which costs more than the rest of the line search."""
     u, v = u.astype(np.float64), v.astype(np.float64)
-    du = u - u.mean()
-    a = float(du @ (v - v.mean())) / max(float(du @ du), 1e-12)
-    return a, float(v.mean()) - a * float(u.mean())
+    mu, mv = u.mean(), v.mean()
+    du = u - mu
+    a = float(du @ (v - mv)) / max(float(du @ du), 1e-12)
+    return a, float(mv) - a * float(mu)
 
 
 def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int) -> np.ndarray | None:
@@ -83,15 +84,15 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
             vv = np.rint(a * uu + b).astype(int)
             lim = h if horizontal else w
 
-            def ink_at(dv: int) -> np.ndarray:  # (len(uu),) bool: ink dv pixels off the line
-                vk = np.clip(vv + dv, 0, lim - 1)
+            def ink_at(*dv: int) -> np.ndarray:  # (len(dv), len(uu)) bool: ink dv pixels off the line
+                vk = np.clip(vv + np.array(dv)[:, None], 0, lim - 1)
                 return (mask[vk, uu] if horizontal else mask[uu, vk]) > 0
 
-            if (ink_at(-1) | ink_at(0) | ink_at(1)).mean() < 0.7:
+            if ink_at(-1, 0, 1).any(0).mean() < 0.7:
                 continue
             # Ink 5 pixels off on both sides nearly all along, and not right across the frame: a
             # broad pen stroke (the bar of a 5 seen close up), not a ruled line or a strip of table.
-            if (ink_at(-5) & ink_at(5)).mean() >= 0.5 and len(uu) < 0.8 * (w if horizontal else h):
+            if ink_at(-5, 5).all(0).mean() >= 0.5 and len(uu) < 0.8 * (w if horizontal else h):
                 continue
             if horizontal:
                 p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
@@ -105,4 +106,5 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     k = 9
     across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
     across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
-    return (flat & mask & (1 - across_flat)) | (steep & mask & (1 - across_steep))
+    return cv2.bitwise_or(cv2.bitwise_and(flat, cv2.subtract(mask, across_flat)),
+                          cv2.bitwise_and(steep, cv2.subtract(mask, across_steep)))
