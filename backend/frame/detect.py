@@ -482,14 +482,21 @@ PAGE_PIECES = 32  # a frame with this many digit-tall pieces of ink (or candidat
 class Pieces:
     """Connected pieces of ink that may be (parts of) digits."""
 
+    mask: np.ndarray  # (h, w) uint8 {0, 1} the ink mask
     labels: np.ndarray  # (h, w) label image of the ink mask
     count: int  # labels in it, the background's included
     ids: np.ndarray  # (n,) labels of the pieces kept
     stats: np.ndarray  # (n, 5) x, y, w, h, area of each kept piece (working pixels)
-    perim: np.ndarray  # (n,) boundary length of each kept piece
     min_h: float  # the least height of a digit here
     n_tall: int  # pieces at least min_h tall...
     ref_h: float  # ...and their median height (min_h if none): on a page, its digits' height
+
+    @functools.cached_property
+    def perim(self) -> np.ndarray:
+        """(n,) boundary length of each kept piece (when they are grouped: a page's first look,
+        which only measures its digits' height, does without)."""
+        edge = self.mask - cv2.erode(self.mask, np.ones((3, 3), np.uint8))
+        return np.bincount(self.labels[edge.view(bool)], minlength=self.count).astype(np.float32)[self.ids]
 
     @property
     def page_height(self) -> float | None:
@@ -501,11 +508,8 @@ class Pieces:
 
 def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
     """The pieces of the ink mask that reach strong ink and are not specks."""
-    mask = ink.mask
     n, labels, stats = ink.pieces
     strong = np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
-    edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8))
-    perim = np.bincount(labels[edge.view(bool)], minlength=n).astype(np.float32)
     area = stats[:, 4]
     keep = strong & (area >= 3) & ((stats[:, 3] >= 0.15 * min_h) | (stats[:, 2] >= 0.15 * min_h))
     keep[0] = False
@@ -515,7 +519,7 @@ def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
         ids.sort()
     heights = stats[ids, 3]
     tall = heights[heights >= min_h]
-    return Pieces(labels, n, ids, stats[ids], perim[ids], min_h, len(tall), float(np.median(tall)) if len(tall) else min_h)
+    return Pieces(ink.mask, labels, n, ids, stats[ids], min_h, len(tall), float(np.median(tall)) if len(tall) else min_h)
 
 
 def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
