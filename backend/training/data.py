@@ -173,7 +173,7 @@ class WritingStyle:
 
     def __init__(self, p: float = 0.4):
         self.p = p
-        self.draw = {1: _flag_one, 2: _loop_two, 4: _close_four, 7: _bar_seven}
+        self.draw = {1: _flag_one, 2: _loop_two, 4: _close_four, 7: _bar_or_narrow_seven}
 
     def __call__(self, x: torch.Tensor, label: int) -> torch.Tensor:
         draw = self.draw.get(label)
@@ -206,6 +206,16 @@ def _bar_seven(img, ys, xs, width) -> None:
     c = _centre_col(ys, xs, row - 1, row + 1)
     half = _u(3.0, 5.5)
     _line(img, (c - half, row + _u(-1, 1)), (c + half, row + _u(-1, 1)), width)
+
+
+def _bar_or_narrow_seven(img, ys, xs, width) -> None:
+    """A bar across the 7, or a narrow 7: squeezed to 55-80 % of its width, as
+    some hands write it (a short, flat top over a steep stem, which is not a 1's flag)."""
+    if torch.rand(()) < 0.5:
+        _bar_seven(img, ys, xs, width)
+        return
+    f, c = _u(0.55, 0.8), float(xs.mean())
+    img[:] = cv2.warpAffine(img, np.float32([[f, 0, c * (1 - f)], [0, 1, 0]]), img.shape[::-1], flags=cv2.INTER_LINEAR)
 
 
 def _flag_one(img, ys, xs, width) -> None:
