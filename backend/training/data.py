@@ -163,11 +163,11 @@ def _uniform(b: int, lo: float, hi: float) -> torch.Tensor:
 
 
 class WritingStyle:
-    """Strokes that other hands add to a digit, drawn onto a (1, 28, 28) uint8 MNIST image.
+    """What other hands do to a digit, drawn onto a (1, 28, 28) uint8 MNIST image.
 
-    MNIST's writers seldom write these, and real pages have them: a bar across the 7 and a flag
-    and foot on the 1 (continental), a closed top on the 4 (read as 9 otherwise), a loop at the
-    foot of the 2 (read as 7 otherwise). Each is drawn with probability `p` on digits of its
+    MNIST's writers seldom write these, and real pages have them: a bar across the 7, or a narrow
+    7 (read as 1 otherwise), a flag and foot on the 1 (continental), a closed top on the 4 (read
+    as 9 otherwise), a loop at the foot of the 2 (read as 7 otherwise). Each is drawn with probability `p` on digits of its
     class; others pass unchanged. Randomness comes from torch's generator, so a seed fixes it.
     """
 
