@@ -169,3 +169,24 @@ def test_a_shaking_page_keeps_its_track_ids():
     out = tr.update(dets(moved, [onehot(k) for k in range(5)]))
     assert dict(zip(out.digits.tolist(), out.track_ids.tolist())) == dict(zip(first.digits.tolist(),
                                                                               first.track_ids.tolist()))
+
+
+def test_update_takes_over_the_match_reuse_made_of_the_same_candidates():
+    rng = np.random.default_rng(0)
+    row = np.array([[40 * k + 10, 50, 24, 34] for k in range(6)])
+    low = [1, 3]  # candidates the model is not sure of: update sees them after the others
+    cached, fresh = Tracker(TrackerConfig(min_hits=2)), Tracker(TrackerConfig(min_hits=2))
+    matched = []
+    real = cached._match
+    for t in range(12):
+        boxes = row + np.r_[rng.integers(-6, 7, 2), 0, 0]
+        probs = np.array([onehot(k, 0.3 if k in low else 0.95) for k in range(6)])
+        ok = np.array([k not in low for k in range(6)])
+        cached.reuse(boxes, np.zeros((6, 28, 28), np.uint8))
+        cached._match = lambda b: matched.append(cached._matched is not None) or real(b)
+        a = cached.update(dets(boxes[ok], probs[ok]), dets(boxes[~ok], probs[~ok]))
+        del cached._match
+        b = fresh.update(dets(boxes[ok], probs[ok]), dets(boxes[~ok], probs[~ok]))
+        assert np.array_equal(a.boxes, b.boxes) and a.digits.tolist() == b.digits.tolist()
+        assert (a.track_ids is None and b.track_ids is None) or a.track_ids.tolist() == b.track_ids.tolist()
+    assert all(matched[1:])  # every frame after the first had reuse's match to take over

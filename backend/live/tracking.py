@@ -132,12 +132,24 @@ class Tracker:
     cfg: TrackerConfig = field(default_factory=TrackerConfig)
     tracks: list[Track] = field(default_factory=list)
     next_id: int = 1
+    # reuse()'s match of this frame's candidates, for update() to take over: (boxes, pairs, shift)
+    _matched: tuple | None = field(default=None, repr=False)
 
     def reset(self) -> None:
         self.tracks = []
+        self._matched = None
 
     def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
-        """Tracks to this frame's boxes -> (pairs (track i, box j), the page's shift (dx, dy))."""
+        """Tracks to this frame's boxes -> (pairs (track i, box j), the page's shift (dx, dy)).
+        The boxes reuse() matched last, in another order (update's candidates: the accepted
+        first), take over its match instead of being matched again (the tracks are the same
+        until update changes them)."""
+        matched, self._matched = self._matched, None
+        if matched is not None and len(matched[0]) == len(boxes):
+            where = {b: j for j, b in enumerate(map(tuple, np.asarray(boxes).tolist()))}
+            before = [where.get(b) for b in map(tuple, matched[0].tolist())]
+            if len(where) == len(boxes) and None not in before:
+                return [(i, before[j]) for i, j in matched[1]], matched[2]
         prev = np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)
         cur = np.asarray(boxes, np.float64).reshape(-1, 4)
         shift = page_shift(prev, cur)
@@ -153,7 +165,9 @@ class Tracker:
         known = np.zeros(len(boxes), bool)
         rows: list[Predictions] = []
         if cfg.reuse:
-            for i, j in sorted(self._match(boxes)[0], key=lambda p: p[1]):
+            pairs, shift = self._match(boxes)
+            self._matched = (np.asarray(boxes), pairs, shift)
+            for i, j in sorted(pairs, key=lambda p: p[1]):
                 t = self.tracks[i]
                 if t.classified is None or t.age + 1 >= cfg.max_age or t.confidence < cfg.reuse_confidence:
                     continue
