@@ -297,13 +297,42 @@ def test_a_ruled_page_of_small_digits_is_searched_for_lines_only_at_its_closer_l
     assert matched(scene.boxes, c.boxes) >= 0.9 * len(scene.boxes)
 
 
+def test_a_video_of_a_ruled_page_finds_its_lines_where_the_last_frame_had_them(digits, monkeypatch):
+    from backend.frame import lines
+
+    cfg = synth.SceneConfig(width=1280, height=720, min_digits=60, max_digits=60, min_height=14, max_height=20,
+                            closeup_p=0.0, ruled_p=1.0)
+    page = next(synth.scenes(1, seed=5, cfg=cfg, digits=digits)).image
+    hough = []
+    real = cv2.HoughLinesP
+    monkeypatch.setattr(lines.cv2, "HoughLinesP", lambda *a, **k: hough.append(1) or real(*a, **k))
+    first = find_candidates(page)
+    assert len(hough) == 1 and len(first.polarity.lines.found) >= 5
+    rng = np.random.default_rng(0)
+    for shift in (0, 1, 2):  # the page held up, moving a little, with fresh noise
+        moved = cv2.warpAffine(page, np.float32([[1, 0, 0], [0, 1, shift]]), (1280, 720), borderMode=cv2.BORDER_REPLICATE)
+        noisy = np.clip(moved + rng.normal(0, 3, page.shape), 0, 255).astype(np.uint8)
+        fresh = find_candidates(noisy)
+        hough.clear()
+        again = find_candidates(noisy, polarity=first.polarity)
+        assert hough == [] and len(again.polarity.lines.found) >= len(first.polarity.lines.found) - 2
+        assert len(again.boxes) >= len(fresh.boxes) - 1
+        assert abs(int((again.mask == 128).sum()) - int((fresh.mask == 128).sum())) < 0.05 * (fresh.mask == 128).sum()
+    # A new long stroke across the page (a margin drawn): searched afresh.
+    ruled = page.copy()
+    cv2.line(ruled, (300, 0), (300, 719), (40, 40, 40), 3)
+    hough.clear()
+    find_candidates(ruled, polarity=first.polarity)
+    assert hough == [1]
+
+
 def test_a_page_in_a_video_gets_its_closer_look_at_once(small_page, monkeypatch):
     page = small_page
     first = find_candidates(page)
     assert first.polarity.scale == first.scale  # its digits were too small for one look
     looks = []
     real = detect._candidates_at
-    monkeypatch.setattr(detect, "_candidates_at", lambda *a: looks.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(detect, "_candidates_at", lambda *a, **k: looks.append(a[0].shape) or real(*a, **k))
     noisy = np.clip(page + np.random.default_rng(0).normal(0, 3, page.shape), 0, 255).astype(np.uint8)
     second = find_candidates(noisy, polarity=first.polarity)
     assert len(looks) == 1 and second.scale == first.scale  # the next frame goes straight to it

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from backend.frame.lines import line_mask
+from backend.frame.lines import Lines, line_lengths, line_mask, long_pieces
 
 
 @dataclass
@@ -73,6 +73,7 @@ class Polarity:
     # their median height there; a video of the page goes straight to it (None: one look was enough).
     scale: float | None = None
     digit_px: float = 0.0
+    lines: Lines | None = None  # the ruled lines the last frame's look found, looked for there again
 
 
 @dataclass
@@ -443,6 +444,7 @@ class InkMasks:
     strong: np.ndarray  # uint8 {0, 1} ink well above the noise (each digit reaches it somewhere)
     lines: np.ndarray | None  # uint8 {0, 1} the ruled lines taken out, or None
     pieces: tuple[int, np.ndarray, np.ndarray]  # components(mask), labelled once
+    found_lines: Lines | None = None  # those lines, for the next frame of a video
 
 
 def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
@@ -465,14 +467,19 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
     return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask))
 
 
-def without_lines(ink: InkMasks, cfg: DetectConfig) -> InkMasks:
+def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
     """The ink masks with the ruled lines, a margin, a fold taken out (the digits on them stay);
-    the same masks where there are none."""
-    lines = line_mask(ink.mask, ink.pieces[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px)
+    the same masks where there are none. last: the lines the previous frame of a video held."""
+    lines, found = line_mask(ink.mask, ink.pieces[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, last)
     if lines is None:
         return ink
     mask = cv2.subtract(ink.mask, lines)
-    return replace(ink, mask=mask, lines=lines, pieces=components(mask))
+    pieces = components(mask)
+    found.left = long_pieces(pieces[2], *line_lengths(pieces[2], mask.shape, cfg.line_frac_w, cfg.line_frac_h,
+                                                      cfg.min_height_px))
+    if found.seeded and found.left > last.left:  # a line the last frame did not have (a margin in view)
+        return without_lines(ink, cfg)
+    return replace(ink, mask=mask, lines=lines, pieces=pieces, found_lines=found)
 
 
 PAGE_PIECES = 32  # a frame with this many digit-tall pieces of ink (or candidates) is a page of digits
@@ -579,18 +586,18 @@ def _pieces_of(ink: InkMasks, cfg: DetectConfig) -> Pieces:
     return find_pieces(ink, max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w)), cfg)
 
 
-def _pieces_at(work: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, Pieces]:
+def _pieces_at(work: np.ndarray, cfg: DetectConfig, last: Lines | None = None) -> tuple[InkMasks, Pieces]:
     """Working grey frame (dark ink) -> its ink masks, ruled lines taken out, and pieces of ink."""
-    ink = without_lines(threshold_ink(work, cfg), cfg)
+    ink = without_lines(threshold_ink(work, cfg), cfg, last)
     return ink, _pieces_of(ink, cfg)
 
 
-def _candidates_at(work: np.ndarray, cfg: DetectConfig,
-                   found: tuple[InkMasks, Pieces] | None = None) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
+def _candidates_at(work: np.ndarray, cfg: DetectConfig, found: tuple[InkMasks, Pieces] | None = None,
+                   last: Lines | None = None) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
     """Working grey frame (dark ink), and its _pieces_at if known -> its ink masks, and the boxes
     (N, 4) and masks of the candidates that have a digit's shape and stand out from their
     surroundings."""
-    ink, pieces = found or _pieces_at(work, cfg)
+    ink, pieces = found or _pieces_at(work, cfg, last)
     if len(pieces.ids) == 0:
         return ink, np.zeros((0, 4), np.int32), []
     boxes, masks, stroke = digit_shapes(pieces, cfg)
@@ -645,7 +652,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     s0, ink = s, None
     if polarity.scale is not None:  # the same page as the last frames: straight to the closer look
         closer = _resize(gray, polarity.scale)
-        ink, boxes, masks = _candidates_at(closer, cfg)
+        ink, boxes, masks = _candidates_at(closer, cfg, last=polarity.lines)
         if len(boxes) >= 3 and 0.8 <= np.median(boxes[:, 3]) / polarity.digit_px <= 1.25:
             s, work = polarity.scale, closer
         else:  # the page moved closer or away: look afresh
@@ -665,7 +672,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         # lines at a size it will not be read at.
         ink = threshold_ink(work, cfg)
         pieces = _pieces_of(ink, cfg)
-        if not too_small(pieces.page_height) and (lined := without_lines(ink, cfg)) is not ink:
+        if not too_small(pieces.page_height) and (lined := without_lines(ink, cfg, polarity.lines)) is not ink:
             ink, pieces = lined, _pieces_of(lined, cfg)
         height = pieces.page_height
         if not too_small(height):
@@ -674,9 +681,9 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         if too_small(height):
             s = min(limit, s * cfg.min_digit_px / height)
             work = _resize(gray, s)
-            ink, boxes, masks = _candidates_at(work, cfg)
+            ink, boxes, masks = _candidates_at(work, cfg, last=polarity.lines)
     digit_px = float(np.median(boxes[:, 3])) if s != s0 and len(boxes) else 0.0
-    polarity = replace(polarity, scale=s if digit_px else None, digit_px=digit_px)
+    polarity = replace(polarity, scale=s if digit_px else None, digit_px=digit_px, lines=ink.found_lines)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
         wide_cfg = replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac)
         if _has_wide_strokes(work, cfg, wide_cfg):

@@ -2,6 +2,8 @@
 slant and taken out of it, while the digit strokes that cross them stay."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -16,35 +18,93 @@ def fit_line(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
     return a, float(mv) - a * float(mu)
 
 
-def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int) -> np.ndarray | None:
-    """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
-    stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel; None if there are none.
-    Only pieces at least that long are looked at, so frames without lines cost nothing."""
-    h, w = mask.shape
-    # Longer than a fraction of the frame, and far longer than the typical piece of ink, so a
-    # strip of one line of digits, or a close-up of a single tall 1, keeps its strokes.
+@dataclass
+class Lines:
+    """The lines a mask held, to look for again in the next frame of a video: the mask's shape,
+    each line found as (horizontal, a, b, u0, u1): v = a * u + b for u from u0 to u1 (u = x for a
+    horizontal line, else y), whether they were found where the last frame's were, and how many
+    pieces long enough to be lines were left once they were taken out (backend.frame.detect)."""
+
+    shape: tuple[int, int]
+    found: list[tuple[bool, float, float, int, int]]
+    seeded: bool = False
+    left: int = 0
+
+
+def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, line_frac_h: float,
+                 min_height_px: int) -> tuple[int, int]:
+    """(lh, lv): how long a horizontal and a vertical piece of a mask of this shape, with these
+    pieces (connectedComponentsWithStats), must be to be a line: longer than a fraction of the
+    frame, and far longer than the typical piece of ink, so a strip of one line of digits, or a
+    close-up of a single tall 1, keeps its strokes."""
+    h, w = shape
     st = stats[1:]
     sized = st[(st[:, 3] >= min_height_px) & (st[:, 4] >= 10), 3]
     typical = float(np.median(sized)) if len(sized) else 0.0
-    lh = max(3, int(line_frac_w * w), int(2.5 * typical))
-    lv = max(3, int(line_frac_h * h), int(2.5 * typical))
-    long_h = stats[1:, 2] >= lh
-    long_v = stats[1:, 3] >= lv
-    if not (long_h.any() or long_v.any()):
-        return None
-    # A probabilistic Hough transform finds them at the slant of a tilted sheet too.
-    # A thin rule in a shadow breaks into dashes: long gaps are bridged, and it needs only a
-    # third of its length in ink.
-    # It runs on the mask at half size, where it has a quarter of the pixels to vote with; the
-    # mask is grown by a pixel first, so a thin or slanted rule stays whole and thick enough for
-    # the transform to follow it. The lines are refitted at full size below.
-    half = cv2.dilate(mask, np.ones((3, 3), np.uint8))[::2, ::2]
-    segs = cv2.HoughLinesP(half, 1, np.pi / 180, threshold=int(0.15 * min(lh, lv)), minLineLength=min(lh, lv) // 2,
-                           maxLineGap=max(2, int(0.025 * max(h, w))))
-    if segs is None:
-        return None
+    return max(3, int(line_frac_w * w), int(2.5 * typical)), max(3, int(line_frac_h * h), int(2.5 * typical))
+
+
+def long_pieces(stats: np.ndarray, lh: int, lv: int) -> int:
+    return int(((stats[1:, 2] >= lh) | (stats[1:, 3] >= lv)).sum())
+
+
+def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int,
+              last: Lines | None = None) -> tuple[np.ndarray | None, Lines | None]:
+    """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
+    stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel (None if there are none),
+    and the Lines found. Only pieces at least that long are looked at, so frames without lines
+    cost nothing.
+
+    last: the Lines of the previous frame of a video (the same picture, moved a little): they are
+    looked for near their places, without the Hough transform (which costs half the search);
+    the caller checks that they leave no more long pieces than they did there."""
+    h, w = mask.shape
+    lh, lv = line_lengths(stats, (h, w), line_frac_w, line_frac_h, min_height_px)
+    if long_pieces(stats, lh, lv) == 0:
+        return None, None
+    drawn = None
+    if last is not None and last.shape == (h, w) and last.found:
+        # In a band wide enough for the page to have moved a little.
+        segs = [(u0, a * u0 + b, u1, a * u1 + b) if hor else (a * u0 + b, u0, a * u1 + b, u1)
+                for hor, a, b, u0, u1 in last.found]
+        drawn = _draw_lines(mask, np.rint(segs).astype(int), lh, lv, band=9)
+        if not drawn[2]:  # none is there any more
+            drawn = None
+    seeded = drawn is not None
+    if drawn is None:
+        # A probabilistic Hough transform finds them at the slant of a tilted sheet too.
+        # A thin rule in a shadow breaks into dashes: long gaps are bridged, and it needs only a
+        # third of its length in ink.
+        # It runs on the mask at half size, where it has a quarter of the pixels to vote with; the
+        # mask is grown by a pixel first, so a thin or slanted rule stays whole and thick enough for
+        # the transform to follow it. The lines are refitted at full size below.
+        half = cv2.dilate(mask, np.ones((3, 3), np.uint8))[::2, ::2]
+        segs = cv2.HoughLinesP(half, 1, np.pi / 180, threshold=int(0.15 * min(lh, lv)), minLineLength=min(lh, lv) // 2,
+                               maxLineGap=max(2, int(0.025 * max(h, w))))
+        if segs is None:
+            return None, None
+        drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
+    flat, steep, found = drawn
+    if not found:
+        return None, None
+    # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
+    # the digit stays whole and only the bare line goes.
+    k = 9
+    across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
+    across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
+    return (cv2.bitwise_or(cv2.bitwise_and(flat, cv2.subtract(mask, across_flat)),
+                           cv2.bitwise_and(steep, cv2.subtract(mask, across_steep))), Lines((h, w), found, seeded))
+
+
+def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int):
+    """The lines along segments (N, 4) x0, y0, x1, y1 of the mask, each refitted to the ink in
+    a band this wide around it and drawn edge to edge: (flat, steep, found), the horizontal and
+    the vertical lines drawn 5 pixels wide, and each line's (horizontal, a, b, u0, u1)."""
+    h, w = mask.shape
     flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-    for x0, y0, x1, y1 in np.minimum(2 * segs.reshape(-1, 4), [w - 1, h - 1, w - 1, h - 1]):
+    found = []
+    r = band // 2 + 1
+    for x0, y0, x1, y1 in np.clip(segs, 0, [w - 1, h - 1, w - 1, h - 1]).tolist():
         horizontal = abs(x1 - x0) >= abs(y1 - y0)
         drawn = flat if horizontal else steep
         if drawn[y0, x0] and drawn[y1, x1]:  # another piece of a line already drawn (a thick rule gives several)
@@ -55,10 +115,10 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
             # The segment's own slope is only roughly right (a digit on the line pulls it), so
             # the line is refitted to the ink along it before it is extended.
             # (Within the segment's box grown by the band's half-width, not over the whole mask.)
-            bx0, by0 = max(0, min(x0, x1) - 3), max(0, min(y0, y1) - 3)
-            bx1, by1 = max(x0, x1) + 4, max(y0, y1) + 4
+            bx0, by0 = max(0, min(x0, x1) - r), max(0, min(y0, y1) - r)
+            bx1, by1 = max(x0, x1) + r + 1, max(y0, y1) + r + 1
             seg = np.zeros_like(mask[by0:by1, bx0:bx1])
-            cv2.line(seg, (int(x0 - bx0), int(y0 - by0)), (int(x1 - bx0), int(y1 - by0)), 1, 5)
+            cv2.line(seg, (x0 - bx0, y0 - by0), (x1 - bx0, y1 - by0), 1, band)
             ys, xs = np.nonzero(seg & mask[by0:by1, bx0:bx1])
             ys, xs = ys + by0, xs + bx0
             if len(xs) < 2:
@@ -98,13 +158,6 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
                 p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
             else:
                 p0, p1 = (b, 0), (a * (h - 1) + b, h - 1)
-            cv2.line(flat if horizontal else steep, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
-    if not (flat.any() or steep.any()):
-        return None
-    # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
-    # the digit stays whole and only the bare line goes.
-    k = 9
-    across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
-    across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
-    return cv2.bitwise_or(cv2.bitwise_and(flat, cv2.subtract(mask, across_flat)),
-                          cv2.bitwise_and(steep, cv2.subtract(mask, across_steep)))
+            cv2.line(drawn, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
+            found.append((horizontal, a, b, int(u.min()), int(u.max())))
+    return flat, steep, found
