@@ -45,6 +45,7 @@ def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, 
 
 
 def long_pieces(stats: np.ndarray, lh: int, lv: int) -> int:
+    """How many of the pieces (connectedComponentsWithStats) are long enough to be lines."""
     return int(((stats[1:, 2] >= lh) | (stats[1:, 3] >= lv)).sum())
 
 
