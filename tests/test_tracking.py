@@ -177,15 +177,15 @@ def test_update_takes_over_the_match_reuse_made_of_the_same_candidates():
     low = [1, 3]  # candidates the model is not sure of: update sees them after the others
     cached, fresh = Tracker(TrackerConfig(min_hits=2)), Tracker(TrackerConfig(min_hits=2))
     matched = []
-    real = cached._match
+    real = cached._match_again
     for t in range(12):
         boxes = row + np.r_[rng.integers(-6, 7, 2), 0, 0]
         probs = np.array([onehot(k, 0.3 if k in low else 0.95) for k in range(6)])
         ok = np.array([k not in low for k in range(6)])
         cached.reuse(boxes, np.zeros((6, 28, 28), np.uint8))
-        cached._match = lambda b: matched.append(cached._matched is not None) or real(b)
+        cached._match_again = lambda b: matched.append(cached._matched is not None) or real(b)
         a = cached.update(dets(boxes[ok], probs[ok]), dets(boxes[~ok], probs[~ok]))
-        del cached._match
+        del cached._match_again
         b = fresh.update(dets(boxes[ok], probs[ok]), dets(boxes[~ok], probs[~ok]))
         assert np.array_equal(a.boxes, b.boxes) and a.digits.tolist() == b.digits.tolist()
         assert (a.track_ids is None and b.track_ids is None) or a.track_ids.tolist() == b.track_ids.tolist()

@@ -140,16 +140,7 @@ class Tracker:
         self._matched = None
 
     def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
-        """Tracks to this frame's boxes -> (pairs (track i, box j), the page's shift (dx, dy)).
-        The boxes reuse() matched last, in another order (update's candidates: the accepted
-        first), take over its match instead of being matched again (the tracks are the same
-        until update changes them)."""
-        matched, self._matched = self._matched, None
-        if matched is not None and len(matched[0]) == len(boxes):
-            where = {b: j for j, b in enumerate(map(tuple, np.asarray(boxes).tolist()))}
-            before = [where.get(b) for b in map(tuple, matched[0].tolist())]
-            if len(where) == len(boxes) and None not in before:
-                return [(i, before[j]) for i, j in matched[1]], matched[2]
+        """Tracks to this frame's boxes -> (pairs (track i, box j), the page's shift (dx, dy))."""
         prev = np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)
         cur = np.asarray(boxes, np.float64).reshape(-1, 4)
         shift = page_shift(prev, cur)
@@ -160,7 +151,8 @@ class Tracker:
         """A frame's candidate boxes (N, 4) and model inputs (N, 28, 28) uint8 -> (known (N,) bool,
         Predictions of the known ones, in order): the crops of confident tracks that changed by at
         most `max_crop_change` since the track was last classified, at most `max_age` frames ago.
-        Pass as `Pipeline.process(frame, reuse=tracker.reuse, read=False)`."""
+        Pass as `Pipeline.process(frame, reuse=tracker.reuse, read=False)`; update() takes over
+        its match of the boxes."""
         cfg = self.cfg
         known = np.zeros(len(boxes), bool)
         rows: list[Predictions] = []
@@ -190,7 +182,7 @@ class Tracker:
         cfg = self.cfg
         cands = accepted if rejected is None or len(rejected) == 0 else concat([accepted, rejected])
         matched: dict[int, int] = {}  # track index -> candidate index
-        pairs, shift = self._match(cands.boxes)
+        pairs, shift = self._match_again(cands.boxes)
         for i, j in pairs:
             if j < len(accepted) or self.tracks[i].confidence >= cfg.min_confidence:
                 matched[i] = j
@@ -223,6 +215,17 @@ class Tracker:
         out.confidence = np.array([t.confidence for t in shown], np.float32)
         out.probs = np.array([t.probs for t in shown], np.float32).reshape(-1, 10)
         return out
+
+    def _match_again(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """_match for update: the boxes reuse() matched in this frame, in another order (the
+        accepted first), take over its match (the tracks are the same until update changes them)."""
+        matched, self._matched = self._matched, None
+        if matched is not None and len(matched[0]) == len(boxes):
+            where = {b: j for j, b in enumerate(map(tuple, np.asarray(boxes).tolist()))}
+            before = [where.get(b) for b in map(tuple, matched[0].tolist())]
+            if len(where) == len(boxes) and None not in before:
+                return [(i, before[j]) for i, j in matched[1]], matched[2]
+        return self._match(boxes)
 
     def _observe(self, t: Track, det: Detections) -> None:
         cfg = self.cfg
