@@ -33,14 +33,14 @@ def test_a_seven_gets_a_bar_or_is_narrowed(digits):
     torch.manual_seed(0)
     style = WritingStyle(p=1.0)
     kinds = set()
+
+    def width(img):
+        cols = torch.nonzero((img[0] > 127).any(0))[:, 0]
+        return int(cols[-1] - cols[0] + 1)
+
     for x in digits[7]:
         y = style(x, 7)
         assert y.shape == x.shape and y.dtype == torch.uint8
-
-        def width(img):
-            cols = torch.nonzero((img[0] > 127).any(0))[:, 0]
-            return int(cols[-1] - cols[0] + 1)
-
         if (y >= x).all():  # a bar drawn across
             assert int((y > 127).sum() - (x > 127).sum()) > 3
             kinds.add("bar")

@@ -475,8 +475,8 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
         return ink
     mask = cv2.subtract(ink.mask, lines)
     pieces = components(mask)
-    found.left = long_pieces(pieces[2], *line_lengths(pieces[2], mask.shape, cfg.line_frac_w, cfg.line_frac_h,
-                                                      cfg.min_height_px))
+    found = replace(found, left=long_pieces(pieces[2], *line_lengths(pieces[2], mask.shape, cfg.line_frac_w,
+                                                                     cfg.line_frac_h, cfg.min_height_px)))
     if found.seeded and found.left > last.left:  # a line the last frame did not have (a margin in view)
         return without_lines(ink, cfg)
     return replace(ink, mask=mask, lines=lines, pieces=pieces, found_lines=found)

@@ -167,8 +167,9 @@ class WritingStyle:
 
     MNIST's writers seldom write these, and real pages have them: a bar across the 7, or a narrow
     7 (read as 1 otherwise), a flag and foot on the 1 (continental), a closed top on the 4 (read
-    as 9 otherwise), a loop at the foot of the 2 (read as 7 otherwise). Each is drawn with probability `p` on digits of its
-    class; others pass unchanged. Randomness comes from torch's generator, so a seed fixes it.
+    as 9 otherwise), a loop at the foot of the 2 (read as 7 otherwise). Each is drawn with
+    probability `p` on digits of its class; others pass unchanged. Randomness comes from torch's
+    generator, so a seed fixes it.
     """
 
     def __init__(self, p: float = 0.4):
@@ -209,8 +210,8 @@ def _bar_seven(img, ys, xs, width) -> None:
 
 
 def _bar_or_narrow_seven(img, ys, xs, width) -> None:
-    """A bar across the 7, or a narrow 7: squeezed to 55-80 % of its width, as
-    some hands write it (a short, flat top over a steep stem, which is not a 1's flag)."""
+    """A bar across the 7, or a narrow 7: squeezed to 55-80 % of its width, as some hands write
+    it (a short, flat top over a steep stem, which is not a 1's flag)."""
     if torch.rand(()) < 0.5:
         _bar_seven(img, ys, xs, width)
         return
