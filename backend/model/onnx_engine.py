@@ -2,8 +2,8 @@
 
 The exported graph is backend.model.recognizer.InferenceHead: the model and its post-processing, so
 the file alone gives everything the overlay draws. Input `images` (B, 1, 28, 28) float32,
-normalised as in training; outputs `logits` (B, 10), `probs` (B, 10), `attn`
-(B, depth, heads, N+1, N+1), `rollout` (B, g, g) and `attn_last` (B, g, g). B is dynamic.
+normalised as in training; outputs `logits` (B, 10), `probs` (B, 10), `rollout` (B, g, g) and
+`attn_last` (B, g, g). B is dynamic.
 
 onnx and onnxruntime are optional dependencies; without them the ONNX paths say how to
 install them.
@@ -62,7 +62,7 @@ class OnnxSession:
     `predict(batch)` has the same contract as backend.model.recognizer.Recognizer.predict.
     """
 
-    FETCH = ["probs", "rollout", "attn_last"]  # what predict needs; the full attention stays inside
+    FETCH = ["probs", "rollout", "attn_last"]  # what predict needs
 
     def __init__(self, model_bytes_or_path: bytes | str | os.PathLike, threads: int | None = None):
         ort = require_onnxruntime()
@@ -106,7 +106,7 @@ def compare_with_torch(model: VisionTransformer, session: OnnxSession, images: n
                        chunk: int = 64) -> dict[str, float]:
     """Largest absolute difference per output between PyTorch (float32, CPU) and ONNX Runtime.
 
-    Compared in chunks: the attention output alone is 240 kB per image.
+    Compared in chunks, so a large check set never holds a whole batch's activations at once.
     """
     head = InferenceHead(model).eval().cpu()
     worst = dict.fromkeys(InferenceHead.OUTPUTS, 0.0)

@@ -121,5 +121,5 @@ class Recognizer:
         x = self._upload(batch)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
-            _, probs, _, rollout, last = self._head(x)
+            _, probs, rollout, last = self._head(x)
         return Predictions.from_outputs(probs.cpu().numpy(), rollout.cpu().numpy(), last.cpu().numpy())

@@ -69,32 +69,37 @@ class Attention(nn.Module):
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.embed_dim // cfg.num_heads
         self.tokens = cfg.grid**2 + 1
+        self.dim = cfg.embed_dim
         self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim)
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.proj_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Shapes from the config (batch as -1), so the exported graph computes no shapes per call.
-        n, h, hd = self.tokens, self.num_heads, self.head_dim
-        qkv = self.qkv(x).reshape(-1, n, 3, h, hd).permute(2, 0, 3, 1, 4)
+        # The linear layers see (B * N, D) rows: ONNX Runtime then adds the bias inside the matrix
+        # product (Gemm) instead of in a pass of its own.
+        n, h, hd, d = self.tokens, self.num_heads, self.head_dim, self.dim
+        qkv = self.qkv(x.reshape(-1, d)).reshape(-1, n, 3, h, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
         attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))  # (B, heads, N, N)
         attn = attn.softmax(dim=-1)
-        x = (attn @ v).transpose(1, 2).reshape(-1, n, h * hd)
-        return self.proj_drop(self.proj(x)), attn
+        x = (attn @ v).transpose(1, 2).reshape(-1, d)
+        return self.proj_drop(self.proj(x)).reshape(-1, n, d), attn
 
 
 class Mlp(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         hidden = int(cfg.embed_dim * cfg.mlp_ratio)
+        self.shape = (cfg.grid**2 + 1, cfg.embed_dim)  # tokens, width: the output's shape, batch aside
         self.fc1 = nn.Linear(cfg.embed_dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        x = x.reshape(-1, self.shape[1])  # rows, as in Attention
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x))))).reshape(-1, *self.shape)
 
 
 class Block(nn.Module):
@@ -168,17 +173,20 @@ def attention_rollout(attn: torch.Tensor) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema, 2020) of the CLS token over the patch grid.
 
     attn: (B, depth, heads, N+1, N+1). Returns (B, g, g) in [0, 1], max-normalised per image.
-    Heads are averaged, the residual path is added as identity and rows renormalised, then the
-    layers are multiplied together.
     """
-    a = attn.mean(dim=2)  # (B, depth, N+1, N+1)
-    eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
-    a = a + eye
-    a = a / a.sum(dim=-1, keepdim=True)
-    layers = a.unbind(1)
-    result = layers[0]
-    for layer in layers[1:]:
-        result = layer @ result
+    return rollout(list(attn.mean(dim=2).unbind(1)))
+
+
+def rollout(layers: list[torch.Tensor]) -> torch.Tensor:
+    """attention_rollout from each block's attention with its heads averaged, (B, N+1, N+1):
+    the residual path is added as identity and rows renormalised, then the layers are
+    multiplied together."""
+    eye = torch.eye(layers[0].shape[-1], device=layers[0].device, dtype=layers[0].dtype)
+    result = None
+    for a in layers:
+        a = a + eye
+        a = a / a.sum(dim=-1, keepdim=True)
+        result = a if result is None else a @ result
     return _cls_to_grid(result[:, 0, 1:])
 
 
@@ -200,20 +208,28 @@ def count_parameters(model: nn.Module) -> int:
 class InferenceHead(nn.Module):
     """The model plus its post-processing, as one graph (what ONNX export traces).
 
-    (B, 1, 28, 28) normalised images -> logits (B, 10), probs (B, 10) float32,
-    attn (B, depth, heads, N+1, N+1), rollout (B, g, g) and attn_last (B, g, g) in [0, 1].
-    The logits are divided by the config's calibrated temperature, so the probabilities mean
-    what they say (backend.training.calibrate).
+    (B, 1, 28, 28) normalised images -> logits (B, 10), probs (B, 10) float32, rollout (B, g, g)
+    and attn_last (B, g, g) in [0, 1]. The logits are divided by the config's calibrated
+    temperature, so the probabilities mean what they say (backend.training.calibrate). The
+    blocks' full attention is not an output: ONNX Runtime computes every output of a graph,
+    fetched or not, and stacking it cost a tenth of the model's time on a page.
     """
 
-    OUTPUTS = ("logits", "probs", "attn", "rollout", "attn_last")
+    OUTPUTS = ("logits", "probs", "rollout", "attn_last")
 
     def __init__(self, model: VisionTransformer):
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, attn = self.model(x, return_attn=True)
+        feats, attns = self.model.forward_features(x)
+        logits = self.model.head(feats)
         with torch.autocast(x.device.type, enabled=False):  # post-processing in float32
-            logits, attn = logits.float() / self.model.cfg.temperature, attn.float()
-            return logits, logits.softmax(dim=1), attn, attention_rollout(attn), last_layer_cls_attention(attn)
+            logits = _float32(logits) / self.model.cfg.temperature
+            means = [_float32(a).mean(dim=1) for a in attns]  # (B, N+1, N+1) per block, heads averaged
+            return logits, logits.softmax(dim=1), rollout(means), _cls_to_grid(means[-1][:, 0, 1:])
+
+
+def _float32(t: torch.Tensor) -> torch.Tensor:
+    """t in float32 (a no-op, not a copy in the exported graph, when it is already)."""
+    return t if t.dtype == torch.float32 else t.float()
