@@ -85,6 +85,17 @@ def test_photos_scores_a_tiny_folder(tmp_path, capsys):
     assert digits == "6" and float(acc.rstrip("%")) >= 80
 
 
+def test_dim_halves_the_ink_contrast_darkens_and_adds_noise():
+    img = np.full((60, 80, 3), 200, np.uint8)
+    img[20:40, 30:34] = 40  # a stroke 160 grey levels darker than the paper
+    quiet = photos.dim(img, 0.5, 0.0, np.random.default_rng(0)).astype(np.float32)
+    assert abs(quiet[5:15, 5:25].mean() - 120) < 3  # the paper at 60 %
+    assert abs(quiet[5:15, 5:25].mean() - quiet[25:35, 31:33].mean() - 48) < 8  # 160 * 0.5 * 0.6
+    noisy = photos.dim(img, 0.5, 10.0, np.random.default_rng(0)).astype(np.float32)
+    assert 5 < noisy[5:15, 5:25].std() < 12 and quiet[5:15, 5:25].std() < 1.5
+    assert np.array_equal(noisy, photos.dim(img, 0.5, 10.0, np.random.default_rng(0)))  # seeded
+
+
 @pytest.mark.skipif(not (bench_live.SHARED / "realworld").is_dir() or not SCORE.is_file(),
                     reason="the development photos are not beside the project")
 def test_bench_live_runs_one_short_clip(capsys):

@@ -114,6 +114,23 @@ def test_pieces_of_one_digit_become_one_box():
     assert abs(x[0] - 100) < 15 and abs(x[1] - 278) < 10
 
 
+def test_faint_digits_in_a_dim_noisy_frame_are_found(digits):
+    """Dim light: ink 25 grey levels darker than the paper under sensor noise of sigma 10, so each
+    pixel of a stroke is only 2.5 sigmas dark. Smoothed before it is thresholded, every digit is
+    found; thresholded pixel by pixel, hardly any."""
+    img = sheet(value=(130, 132, 134))
+    truth = []
+    for i, d in enumerate((3, 1, 4, 7, 5, 9, 2, 6)):
+        x = 40 + 72 * i
+        stamp(img, first(digits, d), x, 200, 56, ink=(105, 105, 105))
+        ys, xs = np.nonzero(first(digits, d) > 40)
+        truth.append((x, 200, round((np.ptp(xs) + 1) * 56 / (np.ptp(ys) + 1)), 56))
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+    boxes = find_candidates(noisy).boxes
+    assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
+    assert matched(np.array(truth), find_candidates(noisy, DetectConfig(smooth_noise=np.inf)).boxes) <= 2
+
+
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)

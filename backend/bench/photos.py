@@ -2,7 +2,7 @@
 some sources carries over to the others.
 
   python -m backend.bench.photos ../shared/realworld/frames640 ../shared/realworld/labels.tsv \\
-      [--checkpoint CKPT] [--score-tool ../shared/tools/score.py]
+      [--checkpoint CKPT] [--score-tool ../shared/tools/score.py] [--dim CONTRAST NOISE]
 
 Every photo goes through the pipeline once with no confidence threshold; each threshold is then
 applied to the recorded confidences, and the readings are scored with the data set's own scoring
@@ -11,6 +11,7 @@ tool (edit distance in reading order, weighted by length). Printed:
     threshold;
   - leave one source out: for each source, the threshold that scores best on all the others,
     and what it gives on the one left out, next to the shipped threshold's figure there.
+With --dim, every photo is first made what a camera sees in dim light (see `dim`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from backend.process import set_torch_threads, tune_process
@@ -40,12 +42,27 @@ def load_scorer(path: str):
     return mod
 
 
-def read_photos(folder: Path, files: list[str], pipeline: Pipeline) -> dict[str, list[dict]]:
-    """file -> every candidate the model saw: [{"box", "digit", "confidence"}], threshold 0."""
+def dim(img: np.ndarray, contrast: float, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A photo as a camera would see it in dim light: its ink's contrast with the paper (the
+    paper taken as the brightest nearby) scaled by `contrast`, the picture at 60 % of its
+    brightness, sensor noise of sigma `noise` grey levels, then JPEG at quality 75."""
+    img = img.astype(np.float32)
+    paper = cv2.GaussianBlur(cv2.dilate(img, np.ones((15, 15), np.uint8)), (0, 0), 10)
+    img = 0.6 * (paper - contrast * (paper - img)) + rng.normal(0, noise, img.shape)
+    ok, buf = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def read_photos(folder: Path, files: list[str], pipeline: Pipeline,
+                dimmed: tuple[float, float] | None = None) -> dict[str, list[dict]]:
+    """file -> every candidate the model saw: [{"box", "digit", "confidence"}], threshold 0.
+    dimmed: (contrast, noise) to read each photo as `dim` makes it (seeded: the same every run)."""
     out = {}
+    rng = np.random.default_rng(0)
     for f in files:
         pipeline.polarity = None  # photos are unrelated: decide each one's ink afresh
-        r = pipeline.process(read_image(folder / f))
+        img = read_image(folder / f)
+        r = pipeline.process(img if dimmed is None else dim(img, *dimmed, rng))
         d = r.detections
         out[f] = [{"box": [int(v) for v in d.boxes[i]], "digit": int(d.digits[i]),
                    "confidence": float(d.confidence[i])} for i in range(len(d))]
@@ -71,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("labels", type=Path)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--score-tool", default=str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "score.py"))
+    p.add_argument("--dim", nargs=2, type=float, metavar=("CONTRAST", "NOISE"),
+                   help="read the photos as in dim light: ink contrast times CONTRAST, sensor noise of sigma NOISE")
     args = p.parse_args(argv)
     from backend.model.recognizer import Recognizer
 
@@ -83,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         by_source[row["source_repo"]].append(row)
     shipped = PipelineConfig().min_confidence
-    read = read_photos(args.folder, [r["file"] for r in rows], Pipeline(Recognizer(args.checkpoint),
-                                                                        PipelineConfig(min_confidence=0.0)))
+    read = read_photos(args.folder, [r["file"] for r in rows],
+                       Pipeline(Recognizer(args.checkpoint), PipelineConfig(min_confidence=0.0)), args.dim)
 
     print(f"{'source':55s} {'digits':>6s} {'accuracy':>9s}   leave-one-out: threshold  accuracy  (shipped {shipped})")
     for src, src_rows in sorted(by_source.items()):

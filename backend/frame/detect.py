@@ -46,6 +46,8 @@ class DetectConfig:
     # wider than the thickest marker stroke of the largest digit we expect
     min_contrast: float = 0.08  # ink darker than the paper by less than this fraction is not ink
     noise_k: float = 5.0  # ... nor is ink within this many noise sigmas of the paper
+    smooth_noise: float = 4.0  # a frame whose paper noise is this many grey levels (sigma) or more
+    # is thresholded smoothed, where that takes the noise down
     strong_frac: float = 0.3  # a piece must reach this fraction of the frame's ink contrast somewhere
     max_aspect: float = 1.3  # a wider candidate (width / height) is split or rejected
     max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
@@ -449,8 +451,26 @@ class InkMasks:
 
 def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
     """Working grey frame (dark ink) -> ink masks: the paper divided out, then a hysteresis
-    threshold against the paper's own noise, in relative and in absolute grey levels."""
+    threshold against the paper's own noise, in relative and in absolute grey levels.
+
+    A noisy frame (dim light) is thresholded smoothed too, and read that way when it shows more
+    pieces of ink a digit tall: faint ink may be only a few noise sigmas darker than the paper
+    in any one pixel, so that no threshold tells it from the noise, while averaged with its
+    neighbours a stroke keeps most of its darkness and the noise loses most of its spread. (A
+    paper's texture, or the spread of a page dense with ink, does not average out; and thin
+    strokes, a page of small digits at its first look, fade: those keep their pixels.)
+    """
     bg = estimate_background(work, cfg)
+    masks = _threshold_ink(work, bg, cfg)
+    if masks[1] >= cfg.smooth_noise:
+        smoothed = _threshold_ink(cv2.GaussianBlur(work, (3, 3), 0), bg, cfg)
+        if smoothed[1] <= 0.75 * masks[1] and _tall_strong(smoothed[0], cfg) > _tall_strong(masks[0], cfg):
+            masks = smoothed
+    return masks[0]
+
+
+def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, float]:
+    """threshold_ink of a working frame over its background, and the paper's noise (sigma)."""
     below = cv2.subtract(bg, work)  # grey levels under the background
     ink = ink_image(work, bg, below)
     paper = paper_only(ink, cfg)
@@ -464,7 +484,14 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
                                cv2.threshold(below, -m + noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
 
     mask = above(low, cfg.noise_k)
-    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask))
+    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask)), sigma
+
+
+def _tall_strong(ink: InkMasks, cfg: DetectConfig) -> int:
+    """How many pieces of the ink mask are at least min_height_px tall and reach strong ink."""
+    n, labels, stats = ink.pieces
+    strong = np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
+    return int(np.count_nonzero(strong[1:] & (stats[1:, 3] >= cfg.min_height_px)))
 
 
 def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
