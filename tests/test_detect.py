@@ -114,10 +114,9 @@ def test_pieces_of_one_digit_become_one_box():
     assert abs(x[0] - 100) < 15 and abs(x[1] - 278) < 10
 
 
-def test_faint_digits_in_a_dim_noisy_frame_are_found(digits):
-    """Dim light: ink 25 grey levels darker than the paper under sensor noise of sigma 10, so each
-    pixel of a stroke is only 2.5 sigmas dark. Smoothed before it is thresholded, every digit is
-    found; thresholded pixel by pixel, hardly any."""
+def dim_row(digits, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A row of eight digits in dim light: ink 25 grey levels darker than the paper under sensor
+    noise of sigma 10, so each pixel of a stroke is only 2.5 sigmas dark. (frame, true boxes)"""
     img = sheet(value=(130, 132, 134))
     truth = []
     for i, d in enumerate((3, 1, 4, 7, 5, 9, 2, 6)):
@@ -125,10 +124,31 @@ def test_faint_digits_in_a_dim_noisy_frame_are_found(digits):
         stamp(img, first(digits, d), x, 200, 56, ink=(105, 105, 105))
         ys, xs = np.nonzero(first(digits, d) > 40)
         truth.append((x, 200, round((np.ptp(xs) + 1) * 56 / (np.ptp(ys) + 1)), 56))
-    noisy = np.clip(img + np.random.default_rng(0).normal(0, 10, img.shape), 0, 255).astype(np.uint8)
-    boxes = find_candidates(noisy).boxes
-    assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
-    assert matched(np.array(truth), find_candidates(noisy, DetectConfig(smooth_noise=np.inf)).boxes) <= 2
+    noisy = img + np.random.default_rng(seed).normal(0, 10, img.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8), np.array(truth)
+
+
+def test_faint_digits_in_a_dim_noisy_frame_are_found(digits):
+    """Smoothed before it is thresholded, every digit is found; thresholded pixel by pixel,
+    hardly any."""
+    frame, truth = dim_row(digits)
+    boxes = find_candidates(frame).boxes
+    assert matched(truth, boxes) == len(truth) == len(boxes)
+    assert matched(truth, find_candidates(frame, DetectConfig(smooth_noise=np.inf)).boxes) <= 2
+
+
+def test_a_noisy_video_is_thresholded_smoothed_without_deciding_again(digits, monkeypatch):
+    thresholded = []
+    real = detect._threshold_ink
+    monkeypatch.setattr(detect, "_threshold_ink", lambda *a, **k: thresholded.append(a[3:]) or real(*a, **k))
+    polarity = None
+    for seed in range(4):  # fresh sensor noise every frame
+        frame, truth = dim_row(digits, seed)
+        c = find_candidates(frame, DetectConfig(), polarity)
+        polarity = c.polarity
+        assert matched(truth, c.boxes) == len(truth) == len(c.boxes)
+    assert thresholded == [(), (True,)] + [(True,)] * 3  # both ways once, then smoothed only
+    assert polarity.smoothed
 
 
 def test_touching_neighbours_are_split(digits):

@@ -76,6 +76,8 @@ class Polarity:
     scale: float | None = None
     digit_px: float = 0.0
     lines: Lines | None = None  # the ruled lines the last frame's look found, looked for there again
+    smoothed: bool | None = None  # whether the last frame was thresholded smoothed (threshold_ink);
+    # None: not yet decided for this scene
 
 
 @dataclass
@@ -447,9 +449,10 @@ class InkMasks:
     lines: np.ndarray | None  # uint8 {0, 1} the ruled lines taken out, or None
     pieces: tuple[int, np.ndarray, np.ndarray]  # components(mask), labelled once
     found_lines: Lines | None = None  # those lines, for the next frame of a video
+    smoothed: bool = False  # thresholded after smoothing (a noisy frame, see threshold_ink)
 
 
-def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
+def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = None) -> InkMasks:
     """Working grey frame (dark ink) -> ink masks: the paper divided out, then a hysteresis
     threshold against the paper's own noise, in relative and in absolute grey levels.
 
@@ -459,18 +462,27 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig) -> InkMasks:
     neighbours a stroke keeps most of its darkness and the noise loses most of its spread. (A
     paper's texture, or the spread of a page dense with ink, does not average out; and thin
     strokes, a page of small digits at its first look, fade: those keep their pixels.)
+    smooth: that choice, made on an earlier frame of the same scene (None: make it here).
     """
     bg = estimate_background(work, cfg)
+
+    def smoothed() -> tuple[InkMasks, float]:
+        return _threshold_ink(cv2.GaussianBlur(work, (3, 3), 0), bg, cfg, True)
+
+    if smooth:
+        return smoothed()[0]
     masks = _threshold_ink(work, bg, cfg)
-    if masks[1] >= cfg.smooth_noise:
-        smoothed = _threshold_ink(cv2.GaussianBlur(work, (3, 3), 0), bg, cfg)
-        if smoothed[1] <= 0.75 * masks[1] and _tall_strong(smoothed[0], cfg) > _tall_strong(masks[0], cfg):
-            masks = smoothed
+    if smooth is None and masks[1] >= cfg.smooth_noise:
+        other = smoothed()
+        if other[1] <= 0.75 * masks[1] and _tall_strong(other[0], cfg) > _tall_strong(masks[0], cfg):
+            masks = other
     return masks[0]
 
 
-def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig) -> tuple[InkMasks, float]:
-    """threshold_ink of a working frame over its background, and the paper's noise (sigma)."""
+def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
+                   smoothed: bool = False) -> tuple[InkMasks, float]:
+    """threshold_ink of a working frame (smoothed or not) over its background, and the paper's
+    noise (sigma)."""
     below = cv2.subtract(bg, work)  # grey levels under the background
     ink = ink_image(work, bg, below)
     paper = paper_only(ink, cfg)
@@ -484,7 +496,8 @@ def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig) -> tuple
                                cv2.threshold(below, -m + noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
 
     mask = above(low, cfg.noise_k)
-    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask)), sigma
+    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask),
+                    smoothed=smoothed), sigma
 
 
 def _tall_strong(ink: InkMasks, cfg: DetectConfig) -> int:
@@ -613,14 +626,16 @@ def _pieces_of(ink: InkMasks, cfg: DetectConfig) -> Pieces:
     return find_pieces(ink, max(cfg.min_height_px, cfg.min_height_frac * np.sqrt(h * w)), cfg)
 
 
-def _pieces_at(work: np.ndarray, cfg: DetectConfig, last: Lines | None = None) -> tuple[InkMasks, Pieces]:
-    """Working grey frame (dark ink) -> its ink masks, ruled lines taken out, and pieces of ink."""
-    ink = without_lines(threshold_ink(work, cfg), cfg, last)
+def _pieces_at(work: np.ndarray, cfg: DetectConfig, last: Polarity | None = None) -> tuple[InkMasks, Pieces]:
+    """Working grey frame (dark ink) -> its ink masks, ruled lines taken out, and pieces of ink.
+    last: the scene's Polarity in a video (where its lines were, whether it was smoothed)."""
+    smooth, lines = (None, None) if last is None else (last.smoothed, last.lines)
+    ink = without_lines(threshold_ink(work, cfg, smooth), cfg, lines)
     return ink, _pieces_of(ink, cfg)
 
 
 def _candidates_at(work: np.ndarray, cfg: DetectConfig, found: tuple[InkMasks, Pieces] | None = None,
-                   last: Lines | None = None) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
+                   last: Polarity | None = None) -> tuple[InkMasks, np.ndarray, list[np.ndarray]]:
     """Working grey frame (dark ink), and its _pieces_at if known -> its ink masks, and the boxes
     (N, 4) and masks of the candidates that have a digit's shape and stand out from their
     surroundings."""
@@ -679,7 +694,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     s0, ink = s, None
     if polarity.scale is not None:  # the same page as the last frames: straight to the closer look
         closer = _resize(gray, polarity.scale)
-        ink, boxes, masks = _candidates_at(closer, cfg, last=polarity.lines)
+        ink, boxes, masks = _candidates_at(closer, cfg, last=polarity)
         if len(boxes) >= 3 and 0.8 <= np.median(boxes[:, 3]) / polarity.digit_px <= 1.25:
             s, work = polarity.scale, closer
         else:  # the page moved closer or away: look afresh
@@ -697,7 +712,7 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         # A page's digits show their height before its ruled lines are taken out (those on a
         # line join it, the others are enough): a page of small digits is not searched for
         # lines at a size it will not be read at.
-        ink = threshold_ink(work, cfg)
+        ink = threshold_ink(work, cfg, polarity.smoothed)
         pieces = _pieces_of(ink, cfg)
         if not too_small(pieces.page_height) and (lined := without_lines(ink, cfg, polarity.lines)) is not ink:
             ink, pieces = lined, _pieces_of(lined, cfg)
@@ -708,9 +723,10 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
         if too_small(height):
             s = min(limit, s * cfg.min_digit_px / height)
             work = _resize(gray, s)
-            ink, boxes, masks = _candidates_at(work, cfg, last=polarity.lines)
+            ink, boxes, masks = _candidates_at(work, cfg, last=polarity)
     digit_px = float(np.median(boxes[:, 3])) if s != s0 and len(boxes) else 0.0
-    polarity = replace(polarity, scale=s if digit_px else None, digit_px=digit_px, lines=ink.found_lines)
+    polarity = replace(polarity, scale=s if digit_px else None, digit_px=digit_px, lines=ink.found_lines,
+                       smoothed=ink.smoothed)
     if len(boxes) <= 2:  # maybe a close-up whose strokes are wider than the background kernel
         wide_cfg = replace(cfg, bg_kernel_frac=cfg.closeup_kernel_frac)
         if _has_wide_strokes(work, cfg, wide_cfg):
