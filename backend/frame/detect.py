@@ -502,11 +502,15 @@ def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
                     smoothed=smoothed), sigma
 
 
+def _reach_strong(ink: InkMasks) -> np.ndarray:
+    """(count,) bool per label of ink.pieces: which pieces reach strong ink somewhere."""
+    n, labels, _ = ink.pieces
+    return np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
+
+
 def _tall_strong(ink: InkMasks, cfg: DetectConfig) -> int:
     """How many pieces of the ink mask are at least min_height_px tall and reach strong ink."""
-    n, labels, stats = ink.pieces
-    strong = np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
-    return int(np.count_nonzero(strong[1:] & (stats[1:, 3] >= cfg.min_height_px)))
+    return int(np.count_nonzero(_reach_strong(ink)[1:] & (ink.pieces[2][1:, 3] >= cfg.min_height_px)))
 
 
 def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
@@ -558,7 +562,7 @@ class Pieces:
 def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
     """The pieces of the ink mask that reach strong ink and are not specks."""
     n, labels, stats = ink.pieces
-    strong = np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
+    strong = _reach_strong(ink)
     area = stats[:, 4]
     keep = strong & (area >= 3) & ((stats[:, 3] >= 0.15 * min_h) | (stats[:, 2] >= 0.15 * min_h))
     keep[0] = False
