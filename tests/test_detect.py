@@ -18,14 +18,15 @@ def sheet(h: int = 480, w: int = 640, value=PAPER) -> np.ndarray:
     return img
 
 
-def stamp(img: np.ndarray, digit28: np.ndarray, x: int, y: int, height: int, ink=(30, 30, 30)) -> None:
-    """Write an MNIST digit `height` pixels tall with its top-left ink at (x, y)."""
+def stamp(img: np.ndarray, digit28: np.ndarray, x: int, y: int, height: int, ink=(30, 30, 30)) -> tuple[int, ...]:
+    """Write an MNIST digit `height` pixels tall with its top-left ink at (x, y); its box (x, y, w, h)."""
     ys, xs = np.nonzero(digit28 > 40)
     d = digit28[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32) / 255
     w = max(2, round(d.shape[1] * height / d.shape[0]))
     a = np.clip(cv2.resize(d, (w, height), interpolation=cv2.INTER_CUBIC) * 1.5 - 0.25, 0, 1)[..., None]
     roi = img[y:y + height, x:x + w].astype(np.float32)
     img[y:y + height, x:x + w] = (roi + a * (np.float32(ink) - roi)).astype(np.uint8)
+    return x, y, w, height
 
 
 def first(digits, label: int) -> np.ndarray:
@@ -118,12 +119,8 @@ def dim_row(digits, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A row of eight digits in dim light: ink 25 grey levels darker than the paper under sensor
     noise of sigma 10, so each pixel of a stroke is only 2.5 sigmas dark. (frame, true boxes)"""
     img = sheet(value=(130, 132, 134))
-    truth = []
-    for i, d in enumerate((3, 1, 4, 7, 5, 9, 2, 6)):
-        x = 40 + 72 * i
-        stamp(img, first(digits, d), x, 200, 56, ink=(105, 105, 105))
-        ys, xs = np.nonzero(first(digits, d) > 40)
-        truth.append((x, 200, round((np.ptp(xs) + 1) * 56 / (np.ptp(ys) + 1)), 56))
+    truth = [stamp(img, first(digits, d), 40 + 72 * i, 200, 56, ink=(105, 105, 105))
+             for i, d in enumerate((3, 1, 4, 7, 5, 9, 2, 6))]
     noisy = img + np.random.default_rng(seed).normal(0, 10, img.shape)
     return np.clip(noisy, 0, 255).astype(np.uint8), np.array(truth)
 
@@ -154,10 +151,8 @@ def test_a_noisy_video_is_thresholded_smoothed_without_deciding_again(digits, mo
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)
-    stamp(img, zero, 200, 150, 90)
     # The 3 starts just where the 0 ends, so their strokes touch: one piece of ink.
-    ys, xs = np.nonzero(zero > 40)
-    x0 = 200 + round((np.ptp(xs) + 1) * 90 / (np.ptp(ys) + 1)) - 7
+    x0 = 200 + stamp(img, zero, 200, 150, 90)[2] - 7
     stamp(img, three, x0, 150, 90)
     c = find_candidates(img)
     n, _ = cv2.connectedComponents((to_gray(img) < 128).astype(np.uint8))
@@ -180,12 +175,7 @@ def test_digits_on_ruled_paper(digits):
 def test_a_row_of_digits_is_not_taken_for_a_ruled_line(digits):
     img = sheet()
     cv2.line(img, (600, 10), (606, 470), (40, 40, 40), 3)  # a long line elsewhere: the sheet's edge
-    truth = []
-    for i, d in enumerate((1, 2, 3, 0, 7, 4, 6, 8, 7, 5)):
-        x = 40 + 52 * i
-        stamp(img, first(digits, d), x, 200, 40)
-        ys, xs = np.nonzero(first(digits, d) > 40)
-        truth.append((x, 200, round((np.ptp(xs) + 1) * 40 / (np.ptp(ys) + 1)), 40))
+    truth = [stamp(img, first(digits, d), 40 + 52 * i, 200, 40) for i, d in enumerate((1, 2, 3, 0, 7, 4, 6, 8, 7, 5))]
     boxes = find_candidates(img).boxes
     assert len(boxes) == 10
     assert (synth.box_iou(np.array(truth), boxes).max(1) >= 0.8).all()  # bars and tops kept
