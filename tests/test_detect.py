@@ -115,14 +115,21 @@ def test_pieces_of_one_digit_become_one_box():
     assert abs(x[0] - 100) < 15 and abs(x[1] - 278) < 10
 
 
+DIM_PAPER = (130, 132, 134)
+
+
+def in_dim_light(img: np.ndarray, seed: int) -> np.ndarray:
+    """A sheet of paper DIM_PAPER as a camera sees it in dim light: sensor noise of sigma 10."""
+    return np.clip(img + np.random.default_rng(seed).normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+
+
 def dim_row(digits, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A row of eight digits in dim light: ink 25 grey levels darker than the paper under sensor
-    noise of sigma 10, so each pixel of a stroke is only 2.5 sigmas dark. (frame, true boxes)"""
-    img = sheet(value=(130, 132, 134))
+    """A row of eight digits in dim light: ink 25 grey levels darker than the paper, so each
+    pixel of a stroke is only 2.5 sigmas dark. (frame, true boxes)"""
+    img = sheet(value=DIM_PAPER)
     truth = [stamp(img, first(digits, d), 40 + 72 * i, 200, 56, ink=(105, 105, 105))
              for i, d in enumerate((3, 1, 4, 7, 5, 9, 2, 6))]
-    noisy = img + np.random.default_rng(seed).normal(0, 10, img.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8), np.array(truth)
+    return in_dim_light(img, seed), np.array(truth)
 
 
 def test_faint_digits_in_a_dim_noisy_frame_are_found(digits):
@@ -132,6 +139,20 @@ def test_faint_digits_in_a_dim_noisy_frame_are_found(digits):
     boxes = find_candidates(frame).boxes
     assert matched(truth, boxes) == len(truth) == len(boxes)
     assert matched(truth, find_candidates(frame, DetectConfig(smooth_noise=np.inf)).boxes) <= 2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_dim_page_whose_faint_rows_only_show_smoothed_is_read_whole(digits, seed):
+    """Four rows of nine digits written firmly (40 grey levels dark) and two written faintly (22):
+    thresholded pixel by pixel, the firm rows alone make a page of digits, and the faint ones are
+    lost; smoothed, every digit is found."""
+    img = sheet(value=DIM_PAPER)
+    truth = np.array([stamp(img, first(digits, (9 * r + i) % 10), 30 + 66 * i, 16 + 76 * r, 48,
+                            ink=(90, 90, 90) if r < 4 else (108, 108, 108)) for r in range(6) for i in range(9)])
+    frame, faint = in_dim_light(img, seed), truth[36:]
+    c = find_candidates(frame)
+    assert c.polarity.smoothed and matched(truth, c.boxes) == len(truth) == len(c.boxes)
+    assert matched(faint, find_candidates(frame, DetectConfig(smooth_noise=np.inf)).boxes) <= 3
 
 
 def test_a_noisy_video_is_thresholded_smoothed_without_deciding_again(digits, monkeypatch):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib.util
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -91,11 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", nargs=2, type=float, metavar=("CONTRAST", "NOISE"),
                    help="read the photos as in dim light: ink contrast times CONTRAST, sensor noise of sigma NOISE")
     args = p.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+
+
+def run(args: argparse.Namespace) -> int:
     from backend.model.recognizer import Recognizer
 
     set_torch_threads()
-
     scorer = load_scorer(args.score_tool)
+    if not args.labels.is_file():
+        raise UserError(f"labels not found: {args.labels}")
     with open(args.labels, newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     by_source = defaultdict(list)

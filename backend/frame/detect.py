@@ -258,12 +258,13 @@ def paper_only(ink: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
     return cv2.bitwise_not(above)
 
 
-def thresholds(ink: np.ndarray, cfg: DetectConfig, paper: np.ndarray | None = None) -> tuple[float, float]:
+def thresholds(ink: np.ndarray, cfg: DetectConfig, paper: np.ndarray | None = None,
+               strong: float = 1.6) -> tuple[float, float]:
     """(low, high) hysteresis levels on the ink image.
 
     low: above the paper's own texture (robust spread of the mostly-paper image) and a minimum
-    contrast. high: a fraction of the strongest ink in the frame, so a faint smudge next to
-    real writing is not ink, while a frame written in faint pencil still is.
+    contrast. high: `strong` times that, and a fraction of the strongest ink in the frame, so a
+    faint smudge next to real writing is not ink, while a frame written in faint pencil still is.
     """
     # Every other row and column: the same levels, and a histogram of an image that is mostly
     # zeros is slow to count (each pixel waits for the one before it).
@@ -275,7 +276,7 @@ def thresholds(ink: np.ndarray, cfg: DetectConfig, paper: np.ndarray | None = No
     mad = float(dist[order][np.searchsorted(np.cumsum(on_paper[order]), 0.5 * on_paper.sum())])
     low = max(255 * cfg.min_contrast, med + cfg.noise_k * 1.4826 * mad + 2)
     ref = _hist_quantile(hist, 0.998)
-    high = max(1.6 * low, cfg.strong_frac * ref)
+    high = max(strong * low, cfg.strong_frac * ref)
     return low, high
 
 
@@ -461,9 +462,10 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
     in any one pixel, so that no threshold tells it from the noise, while averaged with its
     neighbours a stroke keeps most of its darkness and the noise loses most of its spread. (A
     paper's texture, or the spread of a page dense with ink, does not average out; and thin
-    strokes, a page of small digits at its first look, fade: those keep their pixels.) A frame
-    whose plain threshold already shows a page of digit-tall pieces is read as it is: no photo
-    or synthetic page was read better smoothed, and trying made 1280x720 pages 3 ms slower.
+    strokes, a page of small digits at its first look, fade: those keep their pixels.) The
+    noise is measured in steps of 1.5 grey levels (the histogram's), so smoothing must take it
+    down by a fifth: one step, from a noise of 6 or more. A page is tried too: in dim light its
+    plain threshold shows digit-tall pieces of only some of its digits.
     smooth: that choice, made on an earlier frame of the same scene (None: make it here).
     """
     bg = estimate_background(work, cfg)
@@ -474,9 +476,9 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
     if smooth:
         return smoothed()[0]
     masks = _threshold_ink(work, bg, cfg)
-    if smooth is None and masks[1] >= cfg.smooth_noise and (n := _tall_strong(masks[0], cfg)) < PAGE_PIECES:
+    if smooth is None and masks[1] >= cfg.smooth_noise:
         other = smoothed()
-        if other[1] <= 0.75 * masks[1] and _tall_strong(other[0], cfg) > n:
+        if other[1] <= 0.8 * masks[1] and _tall_strong(other[0], cfg) > _tall_strong(masks[0], cfg):
             masks = other
     return masks[0]
 
@@ -484,11 +486,17 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
 def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
                    smoothed: bool = False) -> tuple[InkMasks, float]:
     """threshold_ink of a working frame (smoothed or not) over its background, and the paper's
-    noise (sigma)."""
+    noise (sigma).
+
+    Each piece of ink must reach strong ink somewhere: 1.6 times the low levels, so that the
+    noise does not seed pieces. Smoothing has already taken that noise down, and with it a
+    faint stroke's darkest pixels: a smoothed frame's pieces need only pass the low levels (and
+    the fraction of the frame's darkest ink that tells a smudge beside real writing)."""
+    strong = 1.0 if smoothed else 1.6
     below = cv2.subtract(bg, work)  # grey levels under the background
     ink = ink_image(work, bg, below)
     paper = paper_only(ink, cfg)
-    low, high = thresholds(ink, cfg, paper)
+    low, high = thresholds(ink, cfg, paper, strong)
     # Relative darkness divides by the background, so in a shadow sensor noise grows with it:
     # ink must also stand out from the noise in absolute grey levels.
     m, sigma = paper_noise(work, bg, paper)
@@ -498,7 +506,7 @@ def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
                                cv2.threshold(below, -m + noise_k * sigma, 1, cv2.THRESH_BINARY)[1])
 
     mask = above(low, cfg.noise_k)
-    return InkMasks(bg, below, ink, mask, above(high, 1.6 * cfg.noise_k), None, components(mask),
+    return InkMasks(bg, below, ink, mask, above(high, strong * cfg.noise_k), None, components(mask),
                     smoothed=smoothed), sigma
 
 
