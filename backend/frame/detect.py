@@ -457,9 +457,10 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
     """Working grey frame (dark ink) -> ink masks: the paper divided out, then a hysteresis
     threshold against the paper's own noise, in relative and in absolute grey levels.
 
-    A noisy frame (dim light) is thresholded smoothed too, and read that way when it shows more
-    pieces of ink a digit tall: faint ink may be only a few noise sigmas darker than the paper
-    in any one pixel, so that no threshold tells it from the noise, while averaged with its
+    A noisy frame (dim light) is thresholded smoothed too, and read that way when it shows as
+    many pieces of ink a digit tall or more (the plain threshold's count holds pieces of noise,
+    and strokes broken by it): faint ink may be only a few noise sigmas darker than the paper in
+    any one pixel, so that no threshold tells it from the noise, while averaged with its
     neighbours a stroke keeps most of its darkness and the noise loses most of its spread. (A
     paper's texture, or the spread of a page dense with ink, does not average out; and thin
     strokes, a page of small digits at its first look, fade: those keep their pixels.) The
@@ -482,7 +483,7 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
         tall, n = _tall_pieces(masks[0], cfg)
         if n < PAGE_PIECES or tall - n >= FAINT_SHARE * tall:
             other = smoothed()
-            if other[1] <= 0.8 * masks[1] and _tall_pieces(other[0], cfg)[1] > n:
+            if other[1] <= 0.8 * masks[1] and _tall_pieces(other[0], cfg)[1] >= n:
                 masks = other
     return masks[0]
 
