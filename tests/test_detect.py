@@ -169,6 +169,20 @@ def test_a_noisy_video_is_thresholded_smoothed_without_deciding_again(digits, mo
     assert polarity.smoothed
 
 
+@pytest.mark.parametrize("rows", [1, 5])
+def test_marks_a_third_of_a_pages_digit_height_are_specks(digits, rows):
+    """Strokes 14 px tall beside digits 48 px tall: a '1' among a few digits, a speck (wood
+    grain, a dot) beside a page of them, where one hand writes every digit at one size."""
+    img = sheet()
+    truth = np.array([stamp(img, first(digits, (9 * r + i) % 10), 30 + 64 * i, 20 + 76 * r, 48)
+                      for r in range(rows) for i in range(9)])
+    for y in (40, 200, 360):
+        cv2.line(img, (622, y), (620, y + 10), (30, 30, 30), 3)
+    boxes = find_candidates(img).boxes
+    assert matched(truth, boxes) == len(truth)
+    assert len(boxes) == len(truth) + (3 if rows == 1 else 0)
+
+
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)

@@ -52,6 +52,9 @@ class DetectConfig:
     max_aspect: float = 1.3  # a wider candidate (width / height) is split or rejected
     max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
     min_rel_height: float = 0.2  # candidates shorter than this times the median height are specks
+    page_rel_height: float = 0.4  # ... and on a page (PAGE_PIECES candidates), this: one hand writes
+    # a page's digits at one size, and the grain of a strip of table beside the sheet is thresholded
+    # as ink, so that it stands out from the paper around it
     split: bool = True  # separate touching neighbours at a thin waist
     wide_frac: float = 1.7  # ... also when narrower than max_aspect but this many times the typical width
     line_frac_w: float = 0.4  # horizontal lines longer than this fraction of the width are not ink
@@ -778,8 +781,8 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
 
     Rejected: too small; wider than a digit; solid blobs (a fingertip, a dark table corner);
     hair-thin long lines (a paper edge, a ruler); specks much smaller than the frame's other
-    digits; and, unless it is the picture itself (see closeup), anything too tall or wide for
-    the frame or touching its edge.
+    digits (on a page, smaller); and, unless it is the picture itself (see closeup), anything
+    too tall or wide for the frame or touching its edge.
     """
     h, w = shape
     x, y, bw, bh = (boxes[:, i].astype(np.float32) for i in range(4))
@@ -805,7 +808,7 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     ok &= inside | closeup(boxes, masks, shaped, thin & (fill > 0.85), shape, cfg)
     if ok.sum() >= 3:
         ref = float(np.median(bh[ok]))
-        ok &= bh >= cfg.min_rel_height * ref
+        ok &= bh >= (cfg.page_rel_height if ok.sum() >= PAGE_PIECES else cfg.min_rel_height) * ref
     return ok
 
 
