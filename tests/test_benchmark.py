@@ -85,6 +85,18 @@ def test_photos_scores_a_tiny_folder(tmp_path, capsys):
     assert digits == "6" and float(acc.rstrip("%")) >= 80
 
 
+def test_photos_missing_files_are_one_line(tmp_path, capsys):
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("file\texpected\tkind\tsource_repo\n")
+    tool = tmp_path / "score.py"
+    tool.write_text("")
+    for args, what in (([str(labels), "--score-tool", str(tmp_path / "none.py")], "scoring tool not found"),
+                       ([str(tmp_path / "none.tsv"), "--score-tool", str(tool)], "labels not found")):
+        assert photos.main([str(tmp_path), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {what}") and err.count("\n") == 1
+
+
 def test_dim_halves_the_ink_contrast_darkens_and_adds_noise():
     img = np.full((60, 80, 3), 200, np.uint8)
     img[20:40, 30:34] = 40  # a stroke 160 grey levels darker than the paper
