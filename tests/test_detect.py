@@ -183,6 +183,22 @@ def test_marks_a_third_of_a_pages_digit_height_are_specks(digits, rows):
     assert len(boxes) == len(truth) + (3 if rows == 1 else 0)
 
 
+def test_digits_on_squared_paper_are_found(digits):
+    """A grid of lines 50 grey levels dark every 24 px joins every digit on it into one piece of
+    ink: its rows, then its columns, are taken out, and the digits found."""
+    img = sheet()
+    for v in range(5, 640, 24):
+        cv2.line(img, (v, 0), (v, 479), (188, 188, 188), 1)
+        cv2.line(img, (0, v), (639, v), (188, 188, 188), 1)
+    truth = np.array([stamp(img, first(digits, (8 * r + i) % 10), 30 + 72 * i, 60 + 140 * r, 48, ink=(60, 40, 30))
+                      for r in range(3) for i in range(8)])
+    frame = cv2.GaussianBlur(img, (3, 3), 0)
+    n, _, stats, _ = cv2.connectedComponentsWithStats((to_gray(frame) < 215).astype(np.uint8))
+    assert n - 1 == 1  # one piece: the grid and every digit
+    boxes = find_candidates(frame).boxes
+    assert matched(truth, boxes) >= len(truth) - 1 and len(boxes) <= len(truth) + 2
+
+
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)

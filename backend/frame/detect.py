@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from backend.frame.lines import Lines, line_lengths, line_mask, long_pieces
+from backend.frame.lines import Lines, grid_pieces, line_lengths, line_mask, long_pieces
 
 
 @dataclass
@@ -534,13 +534,28 @@ def _tall_pieces(ink: InkMasks, cfg: DetectConfig) -> tuple[int, int]:
 def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
     """The ink masks with the ruled lines, a margin, a fold taken out (the digits on them stay);
     the same masks where there are none. last: the lines the previous frame of a video held."""
-    lines, found = line_mask(ink.mask, ink.pieces[2], cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, last)
+    def search(mask: np.ndarray, stats: np.ndarray, last: Lines | None = None, grids: np.ndarray | None = None):
+        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, last, grids)
+
+    def long_left(pieces: tuple[int, np.ndarray, np.ndarray]) -> int:
+        return long_pieces(pieces[2], *line_lengths(pieces[2], ink.mask.shape, cfg.line_frac_w, cfg.line_frac_h,
+                                                    cfg.min_height_px))
+
+    lines, found = search(ink.mask, ink.pieces[2], last, grid_pieces(*ink.pieces[1:], cfg.line_frac_w, cfg.line_frac_h))
     if lines is None:
         return ink
     mask = cv2.subtract(ink.mask, lines)
     pieces = components(mask)
-    found = replace(found, left=long_pieces(pieces[2], *line_lengths(pieces[2], mask.shape, cfg.line_frac_w,
-                                                                     cfg.line_frac_h, cfg.min_height_px)))
+    left = long_left(pieces)
+    if left and not found.seeded:
+        # Squared paper: the Hough transform follows one direction of a grid, whose lines hold
+        # the other's together; once they are out, the others are searched for again.
+        more, again = search(mask, pieces[2])
+        if more is not None:
+            lines, mask = cv2.bitwise_or(lines, more), cv2.subtract(mask, more)
+            pieces = components(mask)
+            found, left = replace(found, found=found.found + again.found), long_left(pieces)
+    found = replace(found, left=left)
     if found.seeded and found.left > last.left:  # a line the last frame did not have (a margin in view)
         return without_lines(ink, cfg)
     return replace(ink, mask=mask, lines=lines, pieces=pieces, found_lines=found)

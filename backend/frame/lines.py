@@ -32,16 +32,41 @@ class Lines:
 
 
 def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, line_frac_h: float,
-                 min_height_px: int) -> tuple[int, int]:
+                 min_height_px: int, grids: np.ndarray | None = None) -> tuple[int, int]:
     """(lh, lv): how long a horizontal and a vertical piece of a mask of this shape, with these
     pieces (connectedComponentsWithStats), must be to be a line: longer than a fraction of the
     frame, and far longer than the typical piece of ink, so a strip of one line of digits, or a
-    close-up of a single tall 1, keeps its strokes."""
+    close-up of a single tall 1, keeps its strokes. grids: (count - 1,) bool, pieces that are a
+    grid of lines (see grid_pieces), which are not typical."""
     h, w = shape
+    lh, lv = max(3, int(line_frac_w * w)), max(3, int(line_frac_h * h))
     st = stats[1:]
-    sized = st[(st[:, 3] >= min_height_px) & (st[:, 4] >= 10), 3]
+    # Several pieces as long as lines (a grid's columns once its rows are out) are not typical
+    # either; a close-up's one tall digit is.
+    long = (st[:, 2] >= lh) | (st[:, 3] >= lv)
+    usual = ~long if np.count_nonzero(long) >= 3 else np.ones(len(st), bool)
+    if grids is not None:
+        usual &= ~grids
+    sized = st[(st[:, 3] >= min_height_px) & (st[:, 4] >= 10) & usual, 3]
     typical = float(np.median(sized)) if len(sized) else 0.0
-    return max(3, int(line_frac_w * w), int(2.5 * typical)), max(3, int(line_frac_h * h), int(2.5 * typical))
+    return max(lh, int(2.5 * typical)), max(lv, int(2.5 * typical))
+
+
+def grid_pieces(labels: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float) -> np.ndarray | None:
+    """(count - 1,) bool: the pieces that are a grid (squared paper, which joins every digit on it
+    into one piece): as wide and as tall as lines, with many holes (a close-up digit has a few
+    at most). None where no piece is that large (nearly every frame: nothing is counted)."""
+    h, w = labels.shape
+    st = stats[1:]
+    big = np.flatnonzero((st[:, 2] >= line_frac_w * w) & (st[:, 3] >= line_frac_h * h))
+    if not len(big):
+        return None
+    grids = np.zeros(len(st), bool)
+    for i in big.tolist():
+        x, y, bw, bh = st[i, :4].tolist()
+        outside = cv2.compare(labels[y:y + bh, x:x + bw], i + 1, cv2.CMP_NE)
+        grids[i] = cv2.connectedComponents(outside, connectivity=4)[0] - 1 >= 20
+    return grids
 
 
 def long_pieces(stats: np.ndarray, lh: int, lv: int) -> int:
@@ -50,7 +75,7 @@ def long_pieces(stats: np.ndarray, lh: int, lv: int) -> int:
 
 
 def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int,
-              last: Lines | None = None) -> tuple[np.ndarray | None, Lines | None]:
+              last: Lines | None = None, grids: np.ndarray | None = None) -> tuple[np.ndarray | None, Lines | None]:
     """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
     stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel (None if there are none),
     and the Lines found. Only pieces at least that long are looked at, so frames without lines
@@ -60,7 +85,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     looked for near their places, without the Hough transform (which costs half the search);
     the caller checks that they leave no more long pieces than they did there."""
     h, w = mask.shape
-    lh, lv = line_lengths(stats, (h, w), line_frac_w, line_frac_h, min_height_px)
+    lh, lv = line_lengths(stats, (h, w), line_frac_w, line_frac_h, min_height_px, grids)
     if long_pieces(stats, lh, lv) == 0:
         return None, None
     drawn = None
