@@ -261,8 +261,7 @@ def paper_only(ink: np.ndarray, cfg: DetectConfig) -> np.ndarray | None:
     return cv2.bitwise_not(above)
 
 
-def thresholds(ink: np.ndarray, cfg: DetectConfig, paper: np.ndarray | None = None,
-               strong: float = 1.6) -> tuple[float, float]:
+def thresholds(ink: np.ndarray, cfg: DetectConfig, paper: np.ndarray | None, strong: float) -> tuple[float, float]:
     """(low, high) hysteresis levels on the ink image.
 
     low: above the paper's own texture (robust spread of the mostly-paper image) and a minimum
@@ -534,8 +533,8 @@ def _tall_pieces(ink: InkMasks, cfg: DetectConfig) -> tuple[int, int]:
 def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
     """The ink masks with the ruled lines, a margin, a fold taken out (the digits on them stay);
     the same masks where there are none. last: the lines the previous frame of a video held."""
-    def search(mask: np.ndarray, stats: np.ndarray, last: Lines | None = None, grids: np.ndarray | None = None):
-        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, last, grids)
+    def search(mask: np.ndarray, stats: np.ndarray, seed: Lines | None = None, grids: np.ndarray | None = None):
+        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, seed, grids)
 
     def long_left(pieces: tuple[int, np.ndarray, np.ndarray]) -> int:
         return long_pieces(pieces[2], *line_lengths(pieces[2], ink.mask.shape, cfg.line_frac_w, cfg.line_frac_h,

@@ -44,10 +44,8 @@ def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, 
     # Several pieces as long as lines (a grid's columns once its rows are out) are not typical
     # either; a close-up's one tall digit is.
     long = (st[:, 2] >= lh) | (st[:, 3] >= lv)
-    usual = ~long if np.count_nonzero(long) >= 3 else np.ones(len(st), bool)
-    if grids is not None:
-        usual &= ~grids
-    sized = st[(st[:, 3] >= min_height_px) & (st[:, 4] >= 10) & usual, 3]
+    usual = (st[:, 3] >= min_height_px) & (st[:, 4] >= 10) & ~(long & (np.count_nonzero(long) >= 3))
+    sized = st[usual if grids is None else usual & ~grids, 3]
     typical = float(np.median(sized)) if len(sized) else 0.0
     return max(lh, int(2.5 * typical)), max(lv, int(2.5 * typical))
 
