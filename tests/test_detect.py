@@ -223,6 +223,21 @@ def test_digits_on_ruled_paper(digits):
     assert sorted(abs(boxes[:, 0] - np.array(xs)[None].T).min(1).tolist())[-1] <= 4
 
 
+
+def test_digits_along_a_sharp_shadow_edge(digits):
+    img = sheet()
+    truth = []
+    for i in range(7):  # ballpoint digits, in a row that a shadow's edge cuts through
+        a = synth._ink_alpha(first(digits, i), 60, 0.0)[..., None]
+        x, (h, w) = 40 + 78 * i, a.shape[:2]
+        img[210:210 + h, x:x + w] = (img[210:210 + h, x:x + w] * (1 - a) + a * np.float32((60, 60, 60))).astype(np.uint8)
+        truth.append((x, 210, w, h))
+    yy, xx = np.mgrid[:480, :640]
+    shade = cv2.GaussianBlur((yy > 228 + 0.1 * (xx - 320)).astype(np.float32), (0, 0), 2)
+    img = (img * (1 - 0.6 * shade)[..., None]).astype(np.uint8)
+    boxes = find_candidates(img).boxes
+    assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
+
 def test_a_row_of_digits_is_not_taken_for_a_ruled_line(digits):
     img = sheet()
     cv2.line(img, (600, 10), (606, 470), (40, 40, 40), 3)  # a long line elsewhere: the sheet's edge

@@ -3,6 +3,7 @@ some sources carries over to the others.
 
   python -m backend.bench.photos ../shared/realworld/frames640 ../shared/realworld/labels.tsv \\
       [--checkpoint CKPT] [--score-tool ../shared/tools/score.py] [--dim CONTRAST NOISE]
+      [--shadow DARKNESS SOFTNESS]
 
 Every photo goes through the pipeline once with no confidence threshold; each threshold is then
 applied to the recorded confidences, and the readings are scored with the data set's own scoring
@@ -11,7 +12,8 @@ tool (edit distance in reading order, weighted by length). Printed:
     threshold;
   - leave one source out: for each source, the threshold that scores best on all the others,
     and what it gives on the one left out, next to the shipped threshold's figure there.
-With --dim, every photo is first made what a camera sees in dim light (see `dim`).
+With --dim, every photo is first made what a camera sees in dim light (see `dim`); with --shadow,
+a shadow's edge crosses it (see `shadow`).
 """
 from __future__ import annotations
 
@@ -54,15 +56,34 @@ def dim(img: np.ndarray, contrast: float, noise: float, rng: np.random.Generator
     return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
 
 
+def shadow(img: np.ndarray, darkness: float, softness: float, rng: np.random.Generator) -> np.ndarray:
+    """A photo with the edge of a shadow across it (a hand, the phone, a window frame): a straight
+    edge at any angle through the middle of the picture, the light beyond it times
+    1 - darkness, the edge blurred by a Gaussian of sigma `softness` pixels per 1280 of the
+    picture's longer side."""
+    h, w = img.shape[:2]
+    angle, at = rng.uniform(0, 2 * np.pi), rng.uniform(-0.2, 0.2)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    beyond = (np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5) > at).astype(np.float32)
+    if softness > 0:
+        beyond = cv2.GaussianBlur(beyond, (0, 0), softness * max(h, w) / 1280)
+    light = 1 - darkness * beyond
+    return np.clip(img * (light[..., None] if img.ndim == 3 else light), 0, 255).astype(np.uint8)
+
+
 def read_photos(folder: Path, files: list[str], pipeline: Pipeline,
-                dimmed: tuple[float, float] | None = None) -> dict[str, list[dict]]:
+                dimmed: tuple[float, float] | None = None,
+                shaded: tuple[float, float] | None = None) -> dict[str, list[dict]]:
     """file -> every candidate the model saw: [{"box", "digit", "confidence"}], threshold 0.
-    dimmed: (contrast, noise) to read each photo as `dim` makes it (seeded: the same every run)."""
+    dimmed: (contrast, noise) to read each photo as `dim` makes it; shaded: (darkness, softness)
+    to read it with a `shadow` across it (both seeded: the same every run)."""
     out = {}
     rng = np.random.default_rng(0)
     for f in files:
         pipeline.polarity = None  # photos are unrelated: decide each one's ink afresh
         img = read_image(folder / f)
+        if shaded is not None:
+            img = shadow(img, *shaded, rng)
         r = pipeline.process(img if dimmed is None else dim(img, *dimmed, rng))
         d = r.detections
         out[f] = [{"box": [int(v) for v in d.boxes[i]], "digit": int(d.digits[i]),
@@ -91,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-tool", default=str(Path(__file__).resolve().parents[3] / "shared" / "tools" / "score.py"))
     p.add_argument("--dim", nargs=2, type=float, metavar=("CONTRAST", "NOISE"),
                    help="read the photos as in dim light: ink contrast times CONTRAST, sensor noise of sigma NOISE")
+    p.add_argument("--shadow", nargs=2, type=float, metavar=("DARKNESS", "SOFTNESS"),
+                   help="read the photos with a shadow's edge across each: the light beyond it times 1 - DARKNESS, "
+                        "the edge blurred by SOFTNESS pixels (sigma) per 1280 of the photo's size")
     args = p.parse_args(argv)
     try:
         return run(args)
@@ -113,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         by_source[row["source_repo"]].append(row)
     shipped = PipelineConfig().min_confidence
     read = read_photos(args.folder, [r["file"] for r in rows],
-                       Pipeline(Recognizer(args.checkpoint), PipelineConfig(min_confidence=0.0)), args.dim)
+                       Pipeline(Recognizer(args.checkpoint), PipelineConfig(min_confidence=0.0)), args.dim, args.shadow)
 
     print(f"{'source':55s} {'digits':>6s} {'accuracy':>9s}   leave-one-out: threshold  accuracy  (shipped {shipped})")
     for src, src_rows in sorted(by_source.items()):

@@ -860,6 +860,9 @@ def is_blob(mask: np.ndarray) -> bool:
     return solidity > 0.9 and max(w, h) < 3.5 * min(w, h)
 
 
+SURROUND_BRIGHT = 32  # grey levels (see stands_out)
+
+
 def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, ink: InkMasks,
                cfg: DetectConfig) -> np.ndarray:
     """(N,) bool: which candidates are far darker than the texture of the surface around them.
@@ -877,9 +880,12 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, ink
     x0, y0 = np.maximum(0, x - r), np.maximum(0, y - r)
     x1, y1 = np.minimum(w, x + bw + r), np.minimum(h, y + bh + r)
     # Away from any ink and its blurred edge, and relative to the background (so the slope of a
-    # shadow is not counted as roughness). (In 8 bits, offset by 128: OpenCV integrates them over
-    # ten times faster than floats; the spread is the same, and grain over 127 grey levels off the
-    # paper is rough in any case.)
+    # shadow is not counted as roughness). Paper brighter than its background by more than
+    # SURROUND_BRIGHT is not grain: it is the bright side of a sharp shadow edge, which the
+    # background pulls in (see _background_small); counted in full, it made every digit along a
+    # shadow's edge look no darker than its surroundings. (In 8 bits, offset by that much: OpenCV
+    # integrates them over ten times faster than floats, and grain far darker than the paper is
+    # rough in any case.)
     if len(boxes) < PAGE_PIECES:  # each candidate's surroundings alone: 10 us each, against 0.4-0.7 ms
         # for the whole-image integrals
         n, spread = np.zeros((2, len(boxes)))
@@ -888,13 +894,13 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, ink
             cut = (slice(b0 - h0, b0 - h0 + b1 - b0), slice(a0 - g0, a0 - g0 + a1 - a0))
             near = cv2.dilate(mask[h0:b1 + 2, g0:a1 + 2], near_ink)[cut]
             away = cv2.threshold(near, 0, 1, cv2.THRESH_BINARY_INV)[1]
-            d = cv2.addWeighted(bg[b0:b1, a0:a1], 1, work[b0:b1, a0:a1], -1, 128)
+            d = cv2.addWeighted(bg[b0:b1, a0:a1], 1, work[b0:b1, a0:a1], -1, SURROUND_BRIGHT)
             n[i] = cv2.countNonZero(away)
             spread[i] = cv2.meanStdDev(d, mask=away)[1][0, 0] + 1.0
     else:  # sums over each candidate's surroundings from integral images: a page of hundreds of
         # digits costs a few whole-image operations
         away = cv2.threshold(cv2.dilate(mask, near_ink), 0, 1, cv2.THRESH_BINARY_INV)[1]
-        d_away = cv2.multiply(cv2.addWeighted(bg, 1, work, -1, 128), away)
+        d_away = cv2.multiply(cv2.addWeighted(bg, 1, work, -1, SURROUND_BRIGHT), away)
         n_sum = cv2.integral(away)
         s1, s2 = cv2.integral2(d_away, sdepth=cv2.CV_32S, sqdepth=cv2.CV_64F)
 
