@@ -238,6 +238,18 @@ def test_digits_along_a_sharp_shadow_edge(digits):
     boxes = find_candidates(img).boxes
     assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
 
+
+def test_digits_in_a_forms_printed_boxes(digits):
+    img = sheet()
+    truth = []
+    for row, y in enumerate((120, 260)):
+        for i in range(9):  # a row of boxes side by side, each a digit written inside
+            x = 40 + 62 * i
+            cv2.rectangle(img, (x, y), (x + 56, y + 70), (90, 90, 90), 2)
+            truth.append(stamp(img, first(digits, (i + row) % 10), x + 8 + 2 * (i % 3), y + 12 + 2 * (i % 4), 40))
+    boxes = find_candidates(cv2.GaussianBlur(img, (3, 3), 0)).boxes
+    assert matched(np.array(truth), boxes) == len(truth) == len(boxes)  # the boxes' sides are not 1s
+
 def test_a_row_of_digits_is_not_taken_for_a_ruled_line(digits):
     img = sheet()
     cv2.line(img, (600, 10), (606, 470), (40, 40, 40), 3)  # a long line elsewhere: the sheet's edge

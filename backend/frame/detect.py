@@ -646,6 +646,11 @@ def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndar
             region = p.labels[y:y + bh, x:x + bw]
             m = (cv2.compare(region, label_of[g], cv2.CMP_EQ) if single[g] and region.dtype == np.uint16
                  else (group_of[region] == g).view(np.uint8) * np.uint8(255))
+            if cv2.countNonZero(m[0]) >= 0.5 * bw and (inner := inside_frame(m)) is not None:
+                ix, iy, bw, bh = inner  # a printed box: what is written inside it
+                if bh < min_h:
+                    continue
+                m, x, y = m[iy:iy + bh, ix:ix + bw], x + ix, y + iy
             out_boxes.append((x, y, bw, bh))
             out_masks.append(m)
             out_stroke.append(sw)
@@ -660,6 +665,30 @@ def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndar
             out_masks.append(part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.uint8) * 255)
             out_stroke.append(sw)
     return np.array(out_boxes, np.int32).reshape(-1, 4), out_masks, np.array(out_stroke, np.float32)
+
+
+def inside_frame(m: np.ndarray) -> tuple[int, int, int, int] | None:
+    """For the mask (255 = ink) of a printed box's outline, with whatever is written inside it
+    (a form's box, or a frame drawn around a number): the box (x, y, w, h) of the ink inside it,
+    within the mask. None for anything else: a box's outline is ink nearly all along its four
+    sides (three pixels deep, so a box turned a few degrees counts), while a digit meets the
+    sides of its own box at a few points."""
+    h, w = m.shape
+    if h < 16 or w < 16:  # too small to hold a digit that could be read
+        return None
+    ink = m > 0
+    top, bottom, left, right = ink[:3].any(0), ink[-3:].any(0), ink[:, :3].any(1), ink[:, -3:].any(1)
+    if min(top.mean(), bottom.mean(), left.mean(), right.mean()) < 0.9:
+        return None
+    # The outline's own depth on each side: the rows (columns) inked nearly all across.
+    rows, cols = np.count_nonzero(ink, 1) >= 0.7 * w, np.count_nonzero(ink, 0) >= 0.7 * h
+    t, b = np.argmin(rows), np.argmin(rows[::-1])
+    l, r = np.argmin(cols), np.argmin(cols[::-1])
+    inner = ink[t + 1:h - b - 1, l + 1:w - r - 1]
+    if inner.size == 0 or not inner.any():
+        return 0, 0, 0, 0
+    x, y, iw, ih = cv2.boundingRect(inner.view(np.uint8))
+    return l + 1 + x, t + 1 + y, iw, ih
 
 
 def _pieces_of(ink: InkMasks, cfg: DetectConfig) -> Pieces:
@@ -685,6 +714,8 @@ def _candidates_at(work: np.ndarray, cfg: DetectConfig, found: tuple[InkMasks, P
         return ink, np.zeros((0, 4), np.int32), []
     boxes, masks, stroke = digit_shapes(pieces, cfg)
     keep = plausible(boxes, masks, stroke, work.shape, pieces.min_h, cfg)
+    if ink.lines is not None:
+        keep &= ~box_sides(boxes, ink.lines)
     sel = np.flatnonzero(keep)
     keep[sel] = stands_out(boxes[sel], [masks[i] for i in sel], work, ink, cfg)
     idx = np.flatnonzero(keep)
@@ -824,6 +855,25 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
         ref = float(np.median(bh[ok]))
         ok &= bh >= (cfg.page_rel_height if ok.sum() >= PAGE_PIECES else cfg.min_rel_height) * ref
     return ok
+
+
+def box_sides(boxes: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """(N,) bool: the candidates that are the sides of printed boxes (a form's row of boxes to
+    write digits in), left standing like 1s once the boxes' tops and bottoms were taken out as
+    lines (lines: the mask of those taken out): bars whose both ends lie on lines taken out,
+    three or more of them side by side from the same line to the same line. A handwritten 1
+    rarely meets both lines, and never at the same places as its neighbours."""
+    x, y, w, h = (boxes[:, i] for i in range(4))
+    out = np.zeros(len(boxes), bool)
+    ends = []
+    for i in np.flatnonzero(w <= 0.35 * h).tolist():
+        x0, x1 = max(0, x[i] - 3), x[i] + w[i] + 3
+        if lines[max(0, y[i] - 2):y[i] + 3, x0:x1].any() and lines[max(0, y[i] + h[i] - 3):y[i] + h[i] + 2, x0:x1].any():
+            ends.append(i)
+    for i in ends:
+        same = [j for j in ends if abs(y[j] - y[i]) <= 2 and abs(y[j] + h[j] - y[i] - h[i]) <= 2]
+        out[i] = len(same) >= 3
+    return out
 
 
 def closeup(boxes: np.ndarray, masks: list[np.ndarray], ok: np.ndarray, bar: np.ndarray, shape: tuple[int, int],
