@@ -646,7 +646,7 @@ def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndar
             region = p.labels[y:y + bh, x:x + bw]
             m = (cv2.compare(region, label_of[g], cv2.CMP_EQ) if single[g] and region.dtype == np.uint16
                  else (group_of[region] == g).view(np.uint8) * np.uint8(255))
-            if cv2.countNonZero(m[0]) >= 0.5 * bw and (inner := inside_frame(m)) is not None:
+            if cv2.countNonZero(m[::bh - 1]) >= 0.8 * bw and (inner := inside_frame(m)) is not None:
                 ix, iy, bw, bh = inner  # a printed box: what is written inside it
                 if bh < min_h:
                     continue
@@ -671,24 +671,30 @@ def inside_frame(m: np.ndarray) -> tuple[int, int, int, int] | None:
     """For the mask (255 = ink) of a printed box's outline, with whatever is written inside it
     (a form's box, or a frame drawn around a number): the box (x, y, w, h) of the ink inside it,
     within the mask. None for anything else: a box's outline is ink nearly all along its four
-    sides (three pixels deep, so a box turned a few degrees counts), while a digit meets the
-    sides of its own box at a few points."""
+    sides (three pixels deep, so a box turned a few degrees counts), near the mask's edges (a
+    digit may poke out of its box), while a digit meets the sides of its own box at a few points."""
     h, w = m.shape
-    if h < 16 or w < 16:  # too small to hold a digit that could be read
-        return None
+    if h < 28 or w < 28:  # a box that holds a digit, at least min_digit_px tall, with room around
+        return None  # it (smaller bold digits, a 0 or an 8, fill their box's edges nearly all round)
     ink = m > 0
-    top, bottom, left, right = ink[:3].any(0), ink[-3:].any(0), ink[:, :3].any(1), ink[:, -3:].any(1)
-    if min(top.mean(), bottom.mean(), left.mean(), right.mean()) < 0.9:
+    # Rows (columns) with ink nearly all across within three of them: where the outline runs.
+    across = np.count_nonzero(ink[:-2] | ink[1:-1] | ink[2:], 1) >= 0.85 * w  # (h - 2,)
+    down = np.count_nonzero(ink[:, :-2] | ink[:, 1:-1] | ink[:, 2:], 0) >= 0.85 * h
+    rows, cols = np.flatnonzero(across), np.flatnonzero(down)
+    if (not len(rows) or not len(cols) or rows[0] > h // 4 or rows[-1] < h - 3 - h // 4
+            or cols[0] > w // 4 or cols[-1] < w - 3 - w // 4):
         return None
-    # The outline's own depth on each side: the rows (columns) inked nearly all across.
-    rows, cols = np.count_nonzero(ink, 1) >= 0.7 * w, np.count_nonzero(ink, 0) >= 0.7 * h
-    t, b = np.argmin(rows), np.argmin(rows[::-1])
-    l, r = np.argmin(cols), np.argmin(cols[::-1])
-    inner = ink[t + 1:h - b - 1, l + 1:w - r - 1]
+    # Inside: past each side's run of such rows (columns).
+    t, l = rows[0] + np.argmin(across[rows[0]:]), cols[0] + np.argmin(down[cols[0]:])
+    b, r = rows[-1] + 3 - np.argmin(across[rows[-1]::-1]), cols[-1] + 3 - np.argmin(down[cols[-1]::-1])
+    # A printed outline is thin; a bold digit (an 8, a 0) is ink that deep all round.
+    if max(t - rows[0], rows[-1] + 3 - b) > 0.1 * h + 3 or max(l - cols[0], cols[-1] + 3 - r) > 0.1 * w + 3:
+        return None
+    inner = ink[t:b, l:r]
     if inner.size == 0 or not inner.any():
         return 0, 0, 0, 0
     x, y, iw, ih = cv2.boundingRect(inner.view(np.uint8))
-    return l + 1 + x, t + 1 + y, iw, ih
+    return int(l) + x, int(t) + y, iw, ih
 
 
 def _pieces_of(ink: InkMasks, cfg: DetectConfig) -> Pieces:
