@@ -239,6 +239,22 @@ def test_digits_along_a_sharp_shadow_edge(digits):
     assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
 
 
+
+def test_a_strip_of_digits_half_in_shadow(digits):
+    img = sheet(134, 1280)
+    truth = []
+    for i in range(10):  # a ballpoint row photographed on its own, a shadow over its lower half
+        a = synth._ink_alpha(first(digits, i), 72, 0.0)[..., None]
+        x, (h, w) = 40 + 124 * i, a.shape[:2]
+        img[30:30 + h, x:x + w] = (img[30:30 + h, x:x + w] * (1 - a) + a * np.float32((70, 70, 70))).astype(np.uint8)
+        truth.append((x, 30, w, h))
+    yy = np.mgrid[:134, :1280][0]
+    shade = cv2.GaussianBlur((yy > 70).astype(np.float32), (0, 0), 12)
+    img = (img * (1 - 0.5 * shade)[..., None] + np.random.default_rng(0).normal(0, 2, img.shape)).clip(0, 255)
+    boxes = find_candidates(img.astype(np.uint8)).boxes
+    # The background lags behind the shadow's edge; that is not the camera's noise.
+    assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
+
 def test_digits_in_a_forms_printed_boxes(digits):
     img = sheet()
     truth = []
