@@ -5,8 +5,10 @@
           -> background (paper and light) estimated at low resolution and divided out
           -> hysteresis threshold relative to the paper's noise and the frame's strongest ink
           -> ruled lines, margins and folds taken out (digits crossing them kept)
-          -> connected pieces -> pieces of one digit grouped -> touching digits split
-          -> shape tests against non-digits (paper edges, blobs, lines, specks, table grain)
+          -> connected pieces -> pieces of one digit grouped (a printed box's outline left out)
+             -> touching digits split
+          -> shape tests against non-digits (paper edges, blobs, lines, specks, table grain,
+             the sides of a form's boxes)
 
 Every step is a whole-image OpenCV or numpy operation; Python loops run over candidates only.
 All sizes are relative to the frame or to the digits found, so a 20-pixel digit and one that
