@@ -108,7 +108,6 @@ def test_dim_halves_the_ink_contrast_darkens_and_adds_noise():
     assert np.array_equal(noisy, photos.dim(img, 0.5, 10.0, np.random.default_rng(0)))  # seeded
 
 
-
 def test_shadow_darkens_one_side_of_a_straight_edge():
     img = np.full((100, 200, 3), 200, np.uint8)
     out = photos.shadow(img, 0.5, 0.0, np.random.default_rng(3)).astype(np.float32)[..., 0]
@@ -116,6 +115,7 @@ def test_shadow_darkens_one_side_of_a_straight_edge():
     assert 0.2 < (out == 100).mean() < 0.8  # the edge runs through the middle
     soft = photos.shadow(img, 0.5, 20.0, np.random.default_rng(3))
     assert len(np.unique(soft)) > 10 and np.array_equal(soft, photos.shadow(img, 0.5, 20.0, np.random.default_rng(3)))
+
 
 @pytest.mark.skipif(not (bench_live.SHARED / "realworld").is_dir() or not SCORE.is_file(),
                     reason="the development photos are not beside the project")

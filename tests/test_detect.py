@@ -29,6 +29,14 @@ def stamp(img: np.ndarray, digit28: np.ndarray, x: int, y: int, height: int, ink
     return x, y, w, height
 
 
+def pen(img: np.ndarray, digit28: np.ndarray, x: int, y: int, height: int, ink=(60, 60, 60)) -> tuple[int, ...]:
+    """Write an MNIST digit `height` pixels tall as a thin ballpoint line at (x, y); its box."""
+    a = synth._ink_alpha(digit28, height, 0.0)[..., None]
+    h, w = a.shape[:2]
+    img[y:y + h, x:x + w] = (img[y:y + h, x:x + w] * (1 - a) + a * np.float32(ink)).astype(np.uint8)
+    return x, y, w, h
+
+
 def first(digits, label: int) -> np.ndarray:
     images, labels = digits
     return images[np.flatnonzero(labels == label)[0]]
@@ -223,15 +231,10 @@ def test_digits_on_ruled_paper(digits):
     assert sorted(abs(boxes[:, 0] - np.array(xs)[None].T).min(1).tolist())[-1] <= 4
 
 
-
 def test_digits_along_a_sharp_shadow_edge(digits):
     img = sheet()
-    truth = []
-    for i in range(7):  # ballpoint digits, in a row that a shadow's edge cuts through
-        a = synth._ink_alpha(first(digits, i), 60, 0.0)[..., None]
-        x, (h, w) = 40 + 78 * i, a.shape[:2]
-        img[210:210 + h, x:x + w] = (img[210:210 + h, x:x + w] * (1 - a) + a * np.float32((60, 60, 60))).astype(np.uint8)
-        truth.append((x, 210, w, h))
+    # Ballpoint digits, in a row that a shadow's edge cuts through.
+    truth = [pen(img, first(digits, i), 40 + 78 * i, 210, 60) for i in range(7)]
     yy, xx = np.mgrid[:480, :640]
     shade = cv2.GaussianBlur((yy > 228 + 0.1 * (xx - 320)).astype(np.float32), (0, 0), 2)
     img = (img * (1 - 0.6 * shade)[..., None]).astype(np.uint8)
@@ -239,21 +242,17 @@ def test_digits_along_a_sharp_shadow_edge(digits):
     assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
 
 
-
 def test_a_strip_of_digits_half_in_shadow(digits):
     img = sheet(134, 1280)
-    truth = []
-    for i in range(10):  # a ballpoint row photographed on its own, a shadow over its lower half
-        a = synth._ink_alpha(first(digits, i), 72, 0.0)[..., None]
-        x, (h, w) = 40 + 124 * i, a.shape[:2]
-        img[30:30 + h, x:x + w] = (img[30:30 + h, x:x + w] * (1 - a) + a * np.float32((70, 70, 70))).astype(np.uint8)
-        truth.append((x, 30, w, h))
+    # A ballpoint row photographed on its own, a shadow over its lower half.
+    truth = [pen(img, first(digits, i), 40 + 124 * i, 30, 72, ink=(70, 70, 70)) for i in range(10)]
     yy = np.mgrid[:134, :1280][0]
     shade = cv2.GaussianBlur((yy > 70).astype(np.float32), (0, 0), 12)
     img = (img * (1 - 0.5 * shade)[..., None] + np.random.default_rng(0).normal(0, 2, img.shape)).clip(0, 255)
     boxes = find_candidates(img.astype(np.uint8)).boxes
     # The background lags behind the shadow's edge; that is not the camera's noise.
     assert matched(np.array(truth), boxes) == len(truth) == len(boxes)
+
 
 def test_digits_in_a_forms_printed_boxes(digits):
     img = sheet()
@@ -267,6 +266,7 @@ def test_digits_in_a_forms_printed_boxes(digits):
     assert matched(np.array(truth), boxes) == len(truth) == len(boxes)  # the boxes' sides are not 1s
     # Nor part of a digit that touches them (the first row's 8 pokes out of its box's right side).
     assert ((boxes[:, 0] + boxes[:, 2] - 40) % 62 <= 55).all()
+
 
 def test_a_row_of_digits_is_not_taken_for_a_ruled_line(digits):
     img = sheet()

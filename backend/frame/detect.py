@@ -472,6 +472,13 @@ class InkMasks:
     found_lines: Lines | None = None  # those lines, for the next frame of a video
     smoothed: bool = False  # thresholded after smoothing (a noisy frame, see threshold_ink)
 
+    @functools.cached_property
+    def reach_strong(self) -> np.ndarray:
+        """(count,) bool per label of pieces: which pieces reach strong ink somewhere (asked when
+        choosing whether to read a noisy frame smoothed, and again when its pieces are kept)."""
+        n, labels, _ = self.pieces
+        return np.bincount(labels[self.strong.view(bool)], minlength=n) > 0
+
 
 def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = None) -> InkMasks:
     """Working grey frame (dark ink) -> ink masks: the paper divided out, then a hysteresis
@@ -535,17 +542,11 @@ def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
                     smoothed=smoothed), sigma
 
 
-def _reach_strong(ink: InkMasks) -> np.ndarray:
-    """(count,) bool per label of ink.pieces: which pieces reach strong ink somewhere."""
-    n, labels, _ = ink.pieces
-    return np.bincount(labels[ink.strong.view(bool)], minlength=n) > 0
-
-
 def _tall_pieces(ink: InkMasks, cfg: DetectConfig) -> tuple[int, int]:
     """How many pieces of the ink mask are at least min_height_px tall, and how many of those
     reach strong ink."""
     tall = ink.pieces[2][1:, 3] >= cfg.min_height_px
-    return int(np.count_nonzero(tall)), int(np.count_nonzero(_reach_strong(ink)[1:] & tall))
+    return int(np.count_nonzero(tall)), int(np.count_nonzero(ink.reach_strong[1:] & tall))
 
 
 def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
@@ -615,7 +616,7 @@ class Pieces:
 def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
     """The pieces of the ink mask that reach strong ink and are not specks."""
     n, labels, stats = ink.pieces
-    strong = _reach_strong(ink)
+    strong = ink.reach_strong
     area = stats[:, 4]
     keep = strong & (area >= 3) & ((stats[:, 3] >= 0.15 * min_h) | (stats[:, 2] >= 0.15 * min_h))
     keep[0] = False
@@ -664,7 +665,7 @@ def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndar
             region = p.labels[y:y + bh, x:x + bw]
             m = (cv2.compare(region, label_of[g], cv2.CMP_EQ) if single[g] and region.dtype == np.uint16
                  else (group_of[region] == g).view(np.uint8) * np.uint8(255))
-            if cv2.countNonZero(m[::bh - 1]) >= 0.8 * bw and (inner := inside_frame(m)) is not None:
+            if (inner := inside_frame(m)) is not None:
                 ix, iy, bw, bh = inner  # a printed box: what is written inside it
                 if bh < min_h:
                     continue
@@ -694,6 +695,8 @@ def inside_frame(m: np.ndarray) -> tuple[int, int, int, int] | None:
     h, w = m.shape
     if h < 28 or w < 28:  # a box that holds a digit, at least min_digit_px tall, with room around
         return None  # it (smaller bold digits, a 0 or an 8, fill their box's edges nearly all round)
+    if cv2.countNonZero(m[::h - 1]) < 0.8 * w:  # its first and last rows: most digits end here
+        return None
     ink = m > 0
     # Rows (columns) with ink nearly all across within three of them: where the outline runs.
     across = np.count_nonzero(ink[:-2] | ink[1:-1] | ink[2:], 1) >= 0.85 * w  # (h - 2,)
