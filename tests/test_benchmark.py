@@ -117,6 +117,20 @@ def test_shadow_darkens_one_side_of_a_straight_edge():
     assert len(np.unique(soft)) > 10 and np.array_equal(soft, photos.shadow(img, 0.5, 20.0, np.random.default_rng(3)))
 
 
+def test_framed_centres_the_digit_at_the_fill_asked_and_pads_with_the_border():
+    img = np.full((100, 200), 200, np.uint8)
+    img[40:60, 20:30] = 0  # a digit 20 px tall, 10 wide, 20 px from the left edge
+    box = np.array([20, 40, 10, 20])
+    for fill, aspect, shape in ((0.8, 4 / 3, (25, 33)), (0.5, 3 / 4, (40, 30)), (0.25, 1.0, (80, 80))):
+        out = photos.framed(img, box, fill, aspect)
+        rows, cols = np.nonzero(out == 0)
+        assert out.shape == shape and len(rows) == 200  # the whole digit, once (the border is paper)
+        assert abs(rows.mean() - (shape[0] - 1) / 2) <= 0.5 and abs(cols.mean() - (shape[1] - 1) / 2) <= 0.5
+    assert photos.framed(img, box, 0.1, 1.0)[95:105, :5].min() == 200  # past the photo's left edge: paper
+    cut = photos.framed(img, box, 1.25, 1.0)  # a frame that cuts the digit
+    assert cut.shape == (16, 16) and (cut == 0).sum() == 16 * 10
+
+
 @pytest.mark.skipif(not (bench_live.SHARED / "realworld").is_dir() or not SCORE.is_file(),
                     reason="the development photos are not beside the project")
 def test_bench_live_runs_one_short_clip(capsys):

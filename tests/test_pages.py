@@ -93,11 +93,13 @@ def close_up_without_digits(kind: str) -> np.ndarray:
     if kind == "fingertip":  # a fingertip over the bottom edge, skin colour, out of focus
         cv2.ellipse(img, (130, 230), (70, 110), 10, 0, 360, (110, 140, 185), -1)
         img = cv2.GaussianBlur(img, (0, 0), 4)
+    elif kind == "line":  # a fine pen line across the frame, as fine as the close-up digits' below
+        cv2.line(img, (-10, 60), (250, 200), (140, 40, 20), 3, cv2.LINE_AA)
     img += rng.normal(0, 3, img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("kind", ["blank", "fingertip"])
+@pytest.mark.parametrize("kind", ["blank", "fingertip", "line"])
 def test_close_up_of_no_digit_reads_nothing(shipped_pipeline, kind):
     assert shipped_pipeline.process(close_up_without_digits(kind)).numbers == []
 
@@ -115,3 +117,26 @@ def test_reading_order_follows_curved_lines():
     r = reading_order(np.array(boxes), np.array([k % 10 for k in range(30)]))
     assert list(r.line) == expected
     assert r.numbers == ["0123456789"] * 3
+
+
+# Fine-pen digits as strokes (polylines in a unit box, y down), for close-ups that fill the frame.
+FINE_PEN = {"4": [[(0.35, 0.0), (0.0, 0.55), (0.75, 0.45)], [(0.7, 0.2), (0.75, 0.45), (0.8, 1.0)]],
+            "7": [[(0.0, 0.05), (0.9, 0.0), (0.55, 0.5), (0.35, 1.0)]],
+            "0": [[(0.5 + 0.45 * np.cos(t), 0.5 + 0.5 * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 40)]]}
+
+
+@pytest.mark.parametrize("digit", sorted(FINE_PEN))
+@pytest.mark.parametrize("frame_wh", [(320, 240), (240, 320)])
+def test_fine_pen_close_up_filling_the_frame_is_read(shipped_pipeline, digit, frame_wh):
+    """A ballpoint digit held up close: 0.96 of the frame tall (or as wide as a portrait frame
+    allows), clear of its edges, its stroke 0.012 of its height (drawn at 4 times the size and
+    shrunk, as a camera sees it)."""
+    w, h = frame_wh
+    img = np.full((4 * h, 4 * w, 3), (200, 205, 210), np.uint8)
+    side = min(0.96 * h, 0.96 * w / 0.9)  # the 0 is 0.9 of its height wide
+    x0, y0 = (w - 0.9 * side) / 2, (h - side) / 2
+    for stroke in FINE_PEN[digit]:
+        pts = 4 * np.array([(x0 + 0.9 * side * x, y0 + side * y) for x, y in stroke])
+        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (140, 40, 20), round(4 * 0.012 * side), cv2.LINE_AA)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    assert shipped_pipeline.process(img).numbers == [digit]

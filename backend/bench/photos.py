@@ -3,7 +3,7 @@ some sources carries over to the others.
 
   python -m backend.bench.photos ../shared/realworld/frames640 ../shared/realworld/labels.tsv \\
       [--checkpoint CKPT] [--score-tool ../shared/tools/score.py] [--dim CONTRAST NOISE]
-      [--shadow DARKNESS SOFTNESS]
+      [--shadow DARKNESS SOFTNESS] [--closeup FILL]
 
 Every photo goes through the pipeline once with no confidence threshold; each threshold is then
 applied to the recorded confidences, and the readings are scored with the data set's own scoring
@@ -13,7 +13,8 @@ tool (edit distance in reading order, weighted by length). Printed:
   - leave one source out: for each source, the threshold that scores best on all the others,
     and what it gives on the one left out, next to the shipped threshold's figure there.
 With --dim, every photo is first made what a camera sees in dim light (see `dim`); with --shadow,
-a shadow's edge crosses it (see `shadow`).
+a shadow's edge crosses it (see `shadow`); with --closeup, only the photos of one digit are read,
+each framed closer around its digit (see `framed`).
 """
 from __future__ import annotations
 
@@ -71,12 +72,26 @@ def shadow(img: np.ndarray, darkness: float, softness: float, rng: np.random.Gen
     return np.clip(img * (light[..., None] if img.ndim == 3 else light), 0, 255).astype(np.uint8)
 
 
+def framed(img: np.ndarray, box: np.ndarray, fill: float, aspect: float) -> np.ndarray:
+    """A close-up of a photo of one digit: a frame of this aspect (width / height) centred on the
+    digit's box, which fills `fill` of the frame's height (or of its width, where that is the
+    tighter), the photo's border replicated where the frame runs past it (fill > 1 cuts the digit)."""
+    x, y, w, h = box.tolist()
+    fh = max(h / fill, w / fill / aspect)
+    fw = aspect * fh
+    x0, y0 = round(x + w / 2 - fw / 2), round(y + h / 2 - fh / 2)
+    x1, y1 = x0 + round(fw), y0 + round(fh)
+    p = max(0, -x0, -y0, x1 - img.shape[1], y1 - img.shape[0])
+    return cv2.copyMakeBorder(img, p, p, p, p, cv2.BORDER_REPLICATE)[y0 + p:y1 + p, x0 + p:x1 + p]
+
+
 def read_photos(folder: Path, files: list[str], pipeline: Pipeline,
                 dimmed: tuple[float, float] | None = None,
-                shaded: tuple[float, float] | None = None) -> dict[str, list[dict]]:
+                shaded: tuple[float, float] | None = None, closeup: float | None = None) -> dict[str, list[dict]]:
     """file -> every candidate the model saw: [{"box", "digit", "confidence"}], threshold 0.
     dimmed: (contrast, noise) to read each photo as `dim` makes it; shaded: (darkness, softness)
-    to read it with a `shadow` across it (both seeded: the same every run)."""
+    to read it with a `shadow` across it; closeup: the fill to read each photo `framed` at, around
+    the largest digit read in the whole photo, at 4:3, 3:4 or 1:1 (all seeded: the same every run)."""
     out = {}
     rng = np.random.default_rng(0)
     for f in files:
@@ -84,6 +99,11 @@ def read_photos(folder: Path, files: list[str], pipeline: Pipeline,
         img = read_image(folder / f)
         if shaded is not None:
             img = shadow(img, *shaded, rng)
+        if closeup is not None:
+            boxes = pipeline.process(img).detections.boxes
+            if len(boxes):
+                img = framed(img, boxes[np.argmax(boxes[:, 2] * boxes[:, 3])], closeup, rng.choice([4 / 3, 3 / 4, 1.0]))
+            pipeline.polarity = None
         r = pipeline.process(img if dimmed is None else dim(img, *dimmed, rng))
         d = r.detections
         out[f] = [{"box": [int(v) for v in d.boxes[i]], "digit": int(d.digits[i]),
@@ -115,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shadow", nargs=2, type=float, metavar=("DARKNESS", "SOFTNESS"),
                    help="read the photos with a shadow's edge across each: the light beyond it times 1 - DARKNESS, "
                         "the edge blurred by SOFTNESS pixels (sigma) per 1280 of the photo's size")
+    p.add_argument("--closeup", type=float, metavar="FILL",
+                   help="read only the photos of one digit, each framed so that its digit fills FILL of the frame")
     args = p.parse_args(argv)
     try:
         return run(args)
@@ -131,13 +153,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.labels.is_file():
         raise UserError(f"labels not found: {args.labels}")
     with open(args.labels, newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
+        rows = [r for r in csv.DictReader(fh, delimiter="\t") if args.closeup is None or r["kind"] == "single"]
     by_source = defaultdict(list)
     for row in rows:
         by_source[row["source_repo"]].append(row)
     shipped = PipelineConfig().min_confidence
     read = read_photos(args.folder, [r["file"] for r in rows],
-                       Pipeline(Recognizer(args.checkpoint), PipelineConfig(min_confidence=0.0)), args.dim, args.shadow)
+                       Pipeline(Recognizer(args.checkpoint), PipelineConfig(min_confidence=0.0)), args.dim, args.shadow,
+                       args.closeup)
 
     print(f"{'source':55s} {'digits':>6s} {'accuracy':>9s}   leave-one-out: threshold  accuracy  (shipped {shipped})")
     for src, src_rows in sorted(by_source.items()):
