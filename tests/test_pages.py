@@ -140,3 +140,20 @@ def test_fine_pen_close_up_filling_the_frame_is_read(shipped_pipeline, digit, fr
         cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (140, 40, 20), round(4 * 0.012 * side), cv2.LINE_AA)
     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     assert shipped_pipeline.process(img).numbers == [digit]
+
+
+@pytest.mark.parametrize("digit", ["7", "4"])
+def test_close_up_on_squared_paper_keeps_a_stroke_that_runs_along_a_grid_line(shipped_pipeline, digit):
+    """A marker digit on squared paper, its bar lying on one of the grid's fine lines: the
+    line goes, the bar stays (it is wider than the line)."""
+    img = np.full((960, 960, 3), 215, np.uint8)
+    for v in range(20, 960, 160):
+        cv2.line(img, (v, 0), (v, 959), (165, 165, 165), 5)
+        cv2.line(img, (0, v), (959, v), (165, 165, 165), 5)
+    side = 600
+    x0, y0 = 200, 340 - (0.05 if digit == "7" else 0.5) * side  # the bar on the line at y = 340
+    for stroke in FINE_PEN[digit]:
+        pts = np.array([(x0 + 0.9 * side * x, y0 + side * y) for x, y in stroke])
+        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (40, 40, 40), 28, cv2.LINE_AA)
+    img = cv2.resize(img, (240, 240), interpolation=cv2.INTER_AREA)
+    assert shipped_pipeline.process(img).numbers == [digit]

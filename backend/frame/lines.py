@@ -108,12 +108,13 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         if segs is None:
             return None, None
         drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
-    flat, steep, found = drawn
+    flat, steep, found, widths = drawn
     if not found:
         return None, None
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
-    # the digit stays whole and only the bare line goes.
-    k = 9
+    # the digit stays whole and only the bare line goes. Across means wider than the lines: a
+    # close-up's pen stroke that runs along a fine grid line is kept too.
+    k = int(np.clip(2 * np.median(widths) + 1, 5, 9))
     across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
     across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
     return (cv2.bitwise_or(cv2.bitwise_and(flat, cv2.subtract(mask, across_flat)),
@@ -122,11 +123,12 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
 
 def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int):
     """The lines along segments (N, 4) x0, y0, x1, y1 of the mask, each refitted to the ink in
-    a band this wide around it and drawn edge to edge: (flat, steep, found), the horizontal and
-    the vertical lines drawn 5 pixels wide, and each line's (horizontal, a, b, u0, u1)."""
+    a band this wide around it and drawn edge to edge: (flat, steep, found, widths), the
+    horizontal and the vertical lines drawn 5 pixels wide, each line's (horizontal, a, b, u0, u1),
+    and how thick its bare ink is (the lower quartile over its length, pixels)."""
     h, w = mask.shape
     flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-    found = []
+    found, widths = [], []
     r = band // 2 + 1
     for x0, y0, x1, y1 in np.clip(segs, 0, [w - 1, h - 1, w - 1, h - 1]).tolist():
         horizontal = abs(x1 - x0) >= abs(y1 - y0)
@@ -184,4 +186,6 @@ def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int)
                 p0, p1 = (b, 0), (a * (h - 1) + b, h - 1)
             cv2.line(drawn, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
             found.append((horizontal, a, b, int(u.min()), int(u.max())))
-    return flat, steep, found
+            on = ink_at(-3, -2, -1, 0, 1, 2, 3).sum(0)
+            widths.append(float(np.percentile(on[on > 0], 25)))
+    return flat, steep, found, widths
