@@ -157,3 +157,14 @@ def test_close_up_on_squared_paper_keeps_a_stroke_that_runs_along_a_grid_line(sh
         cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (40, 40, 40), 28, cv2.LINE_AA)
     img = cv2.resize(img, (240, 240), interpolation=cv2.INTER_AREA)
     assert shipped_pipeline.process(img).numbers == [digit]
+
+
+def test_a_speck_beside_a_close_up_digit_is_not_a_second_digit(shipped_pipeline):
+    """A dash a twentieth of the digit's height beside a close-up (a grid line's stub, a fleck
+    of ink) is left out, as it is among three or more digits."""
+    img = np.full((240, 320, 3), 215, np.uint8)
+    for stroke in FINE_PEN["7"]:
+        pts = np.array([(60 + 160 * x, 30 + 180 * y) for x, y in stroke])
+        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (40, 40, 40), 9, cv2.LINE_AA)
+    cv2.line(img, (280, 100), (280, 109), (60, 60, 60), 2)
+    assert shipped_pipeline.process(img).numbers == ["7"]

@@ -879,8 +879,8 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     # the stroke may be as fine as a ballpoint's on a digit filling the frame (0.012 of its height).
     shaped = ok & (stroke >= np.where(clear, 0.008, 0.02) * bh) & (stroke <= 0.24 * bh) & (thin | (fill <= 0.7))
     ok &= inside | closeup(boxes, masks, shaped, stroke, thin & (fill > 0.85), shape, cfg)
-    if ok.sum() >= 3:
-        ref = float(np.median(bh[ok]))
+    if ok.sum() >= 2:  # beside one other candidate, a speck is small next to it
+        ref = float(np.median(bh[ok]) if ok.sum() >= 3 else bh[ok].max())
         ok &= bh >= (cfg.page_rel_height if ok.sum() >= PAGE_PIECES else cfg.min_rel_height) * ref
     return ok
 
