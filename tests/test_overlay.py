@@ -216,6 +216,23 @@ def test_labels_on_a_small_strip_stay_legible_and_apart():
     assert [t for t, _ in parts] == ["5", "96%"] and min(f for _, f in parts) >= MIN_FONT
 
 
+def test_a_close_up_gets_its_label_beside_it_or_inside_it_when_it_fills_the_frame():
+    """A close-up leaves no room above or below its box: the label goes beside the box's top,
+    and when the box fills the whole frame, inside its top corner, never off the frame."""
+    for frame_wh, box, where in (((382, 286), [104, 7, 176, 273], "beside"), ((240, 240), [0, 0, 240, 240], "inside")):
+        frame = np.full((frame_wh[1], frame_wh[0], 3), 200, np.uint8)
+        dets = readings(boxes=[box])
+        layout = Layout(frame.shape, dets.boxes)
+        draw_overlay(frame, dets, ["4"], OverlayConfig(), BUSY_HUD, layout=layout)
+        assert len(layout.labels) == 1
+        (x0, y0, x1, y1), (bx, by, bw, bh) = layout.labels[0], box
+        assert 0 <= x0 < x1 <= frame_wh[0] and 0 <= y0 < y1 <= frame_wh[1]
+        inside = bx <= x0 and x1 <= bx + bw and by <= y0 and y1 <= by + bh
+        assert inside == (where == "inside") and (inside or x1 <= bx or x0 >= bx + bw)
+        text = [*layout.panels.values(), *layout.labels]  # over the digit if need be, never over each other
+        assert not any(intersects(a, b) for i, a in enumerate(text) for b in text[i + 1:])
+
+
 def test_the_hud_gives_a_photo_its_stage_times_and_no_rate():
     timings = {"detect": 3.0, "preprocess": 1.0, "model": 6.0}
     photo = [text for text, _, _ in hud_variants(HudInfo(timings=timings, device="cpu"), 5, 1.0)[0][0]]

@@ -140,6 +140,11 @@ Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels, end exclusiv
 MIN_FONT = 0.4  # smallest Hershey scale that stays legible (capitals ~8 px): spaces stay visible
 
 
+# What a panel placed over a pixel would hide, per cell (Layout.find weighs them): a digit's box,
+# or text (a label, another panel).
+ABOVE_DIGIT, ABOVE_TEXT = 1, 50
+
+
 class Layout:
     """The frame's occupied pixels: digit boxes first, then each label and panel as it is placed.
 
@@ -161,16 +166,18 @@ class Layout:
         self._integral: np.ndarray | None = None  # of `taken`, kept until something is placed
         for x, y, w, h in np.asarray(boxes, np.int64).reshape(-1, 4):
             self.boxes.append(self._clip((x - 1, y - 1, x + w + 2, y + h + 2)))  # the box's line included
-            self.take(self.boxes[-1])
+            self.take(self.boxes[-1], ABOVE_DIGIT)
 
     def _clip(self, r: Rect) -> Rect:
         return max(0, r[0]), max(0, r[1]), min(self.w, r[2]), min(self.h, r[3])
 
-    def take(self, r: Rect) -> None:
+    def take(self, r: Rect, cost: int = ABOVE_TEXT) -> None:
+        """Occupy r; cost: how much a panel placed over it there would hide (see find)."""
         x0, y0, x1, y1 = self._clip(r)
         self.taken[y0:y1, x0:x1] = 1
         k = self.k
-        self.cells[y0 // k:-(-y1 // k), x0 // k:-(-x1 // k)] = 1
+        cells = self.cells[y0 // k:-(-y1 // k), x0 // k:-(-x1 // k)]
+        np.maximum(cells, cost, out=cells)
         self._integral = None
 
     def is_free(self, r: Rect) -> bool:
@@ -179,8 +186,9 @@ class Layout:
 
     def find(self, width: int, height: int, prefer: tuple[float, float], margin: int) -> tuple[Rect, int] | None:
         """The width x height place with the fewest occupied pixels, nearest the preferred point
-        (fractions of the frame: (0, 0) top left, (1, 1) bottom right), and those pixels (about);
-        None when it does not fit at all."""
+        (fractions of the frame: (0, 0) top left, (1, 1) bottom right), and those pixels (about,
+        weighed by their cost: where a close-up's box covers the whole frame, a panel goes over
+        the digit rather than over another panel or a label); None when it does not fit at all."""
         k = self.k
         W, H = self.w // k, self.h // k  # cells wholly inside the frame
         w, h, m = -(-width // k), -(-height // k), -(-margin // k)  # the panel and margin in cells, rounded up
@@ -191,7 +199,7 @@ class Layout:
         xs, ys = np.arange(m, W - w - m + step, step), np.arange(m, H - h - m + step, step)
         xs[-1], ys[-1] = W - w - m, H - h - m  # the far edges are candidates too
         if self._integral is None:
-            self._integral = cv2.integral(self.cells)  # (rows + 1, cols + 1) int32: taken cells above and left
+            self._integral = cv2.integral(self.cells)  # (rows + 1, cols + 1) int32: the cost of the cells above and left
         ii = self._integral
         covered = ii[ys + h][:, xs + w] - ii[ys][:, xs + w] - ii[ys + h][:, xs] + ii[ys][:, xs]
         dist = (np.abs(ys - prefer[1] * (H - h - 2 * m) - m)[:, None] / H
@@ -219,27 +227,48 @@ def parts_size(parts: list[tuple[str, float]], th: int) -> tuple[int, int, int]:
 
 def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: float,
                 extra: str = "") -> tuple[Rect, list[tuple[str, float]], int] | None:
-    """Where the label of `box` goes: above it, else below, else beside; the confidence dropped
-    and the text smaller when crowded; None when even the digit alone fits nowhere."""
+    """Where the label of `box` goes: above it, else below, the confidence dropped and the text
+    smaller when crowded; a close-up's (no room above nor below in the frame) beside its top, else
+    inside its top corner; None when even the digit alone fits nowhere."""
     x, y, w, h = (int(v) for v in box)
     th = max(1, int(round(1.4 * s)))
     base = max(min(max(h / 100.0, 0.5), 1.0) * s, MIN_FONT)
     small = max(MIN_FONT, 0.75 * base)
+
+    def label(fs: float, full: bool) -> tuple[list[tuple[str, float]], int, int]:
+        parts = label_parts(digit, conf if full else -1.0, fs, extra if full else "")
+        tw, tht, _ = parts_size(parts, th)
+        pad = max(1, int(round(2.5 * s * fs / base)))
+        return parts, tw + 2 * pad, tht + 2 * pad + th
+
     # Above the box before below it, so each label reads as its own digit's; only the digit
-    # when the confidence would not fit, smaller as a last resort.
-    for above in (True, False):
+    # when the confidence would not fit, smaller as a last resort. Beside a box or inside it only
+    # where the frame leaves no room above it nor below it (a close-up): on a page, a label beside
+    # a digit would read as its neighbour's.
+    sides = [lambda lw, lh: [(lx, y - lh - 1) for lx in (x + (w - lw) // 2, x, x + w - lw)],
+             lambda lw, lh: [(lx, y + h + 2) for lx in (x + (w - lw) // 2, x, x + w - lw)]]
+    lh_min = label(MIN_FONT, False)[2]
+    closeup = y - lh_min - 1 < 0 and y + h + 2 + lh_min > layout.h
+    if closeup:
+        sides.append(lambda lw, lh: [(x - lw - 2, y), (x + w + 2, y)])
+    for spots in sides:
         for fs, full in ((base, True), (base, False), (small, False), (MIN_FONT, False)):
-            parts = label_parts(digit, conf if full else -1.0, fs, extra if full else "")
-            tw, tht, _ = parts_size(parts, th)
-            pad = max(1, int(round(2.5 * s * fs / base)))
-            lw, lh = tw + 2 * pad, tht + 2 * pad + th
-            ly = y - lh - 1 if above else y + h + 2
-            for lx in (x + (w - lw) // 2, x, x + w - lw):
+            parts, lw, lh = label(fs, full)
+            for lx, ly in spots(lw, lh):
                 r = (lx, ly, lx + lw, ly + lh)
                 if layout.is_free(r):
                     layout.take(r)
                     layout.labels.append(r)
                     return r, parts, th
+    if not closeup:
+        return None
+    parts, lw, lh = label(base, True)
+    r = (x + 2 * th, y + 2 * th, x + 2 * th + lw, y + 2 * th + lh)
+    if r[2] <= min(x + w, layout.w) and r[3] <= min(y + h, layout.h) and \
+            not any(r[0] < o[2] and o[0] < r[2] and r[1] < o[3] and o[1] < r[3] for o in layout.labels):
+        layout.take(r)
+        layout.labels.append(r)
+        return r, parts, th
     return None
 
 
