@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from backend.frame.detect import Candidates
+from backend.frame.lines import percentile
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
 
@@ -76,16 +77,6 @@ def ink_levels(ink: np.ndarray, masks: list[np.ndarray], boxes_work: list[list[i
 def _tight(img: np.ndarray, thresh: float = 0.1) -> np.ndarray:
     x, y, w, h = cv2.boundingRect(cv2.compare(img, thresh, cv2.CMP_GT))
     return img[y:y + h, x:x + w]
-
-
-def percentile(values: np.ndarray, q: float) -> float:
-    """np.percentile(values, q) (linear interpolation) of a non-empty 1-D array, by partial sorting:
-    np.percentile's own overhead is many times the work on a few thousand pixels."""
-    i = q / 100 * (values.size - 1)
-    lo = int(i)
-    hi = min(lo + 1, values.size - 1)
-    v = np.partition(values, (lo, hi))
-    return float(v[lo] + (i - lo) * (v[hi] - v[lo]))
 
 
 _SQUARE3 = np.ones((3, 3), np.uint8)
