@@ -870,7 +870,8 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     ok &= (bh <= 12 * width) | (width >= 0.01 * max(h, w))
     # Whatever touches the frame's edge is cut off by it: the table, the sheet's border, or a
     # digit only partly in view, which cannot be read reliably either.
-    clear = (x > 0) & (y > 0) & (x + bw < w) & (y + bh < h)
+    edges = (x <= 0).astype(np.int32) + (y <= 0) + (x + bw >= w) + (y + bh >= h)  # frame edges touched
+    clear = edges == 0
     inside = clear & (bh <= cfg.max_height_frac * h) & (bw <= cfg.max_width_frac * w)
     # The picture itself is held to a digit's proportions: strokes neither hair-thin (lines
     # crossing the frame) nor as thick as a blob (a fingertip), ink not filling its box.
@@ -878,7 +879,7 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     # at most 0.8, 0.63 for 99 %.) Clear of the frame's edges, where no line crossing it lies,
     # the stroke may be as fine as a ballpoint's on a digit filling the frame (0.012 of its height).
     shaped = ok & (stroke >= np.where(clear, 0.008, 0.02) * bh) & (stroke <= 0.24 * bh) & (thin | (fill <= 0.7))
-    ok &= inside | closeup(boxes, masks, shaped, stroke, thin & (fill > 0.85), shape, cfg)
+    ok &= inside | closeup(boxes, masks, shaped, stroke, thin & (fill > 0.85), edges, shape, cfg)
     if ok.sum() >= 2:  # beside one other candidate, a speck is small next to it
         ref = float(np.median(bh[ok]) if ok.sum() >= 3 else bh[ok].max())
         ok &= bh >= (cfg.page_rel_height if ok.sum() >= PAGE_PIECES else cfg.min_rel_height) * ref
@@ -905,25 +906,25 @@ def box_sides(boxes: np.ndarray, lines: np.ndarray) -> np.ndarray:
 
 
 def closeup(boxes: np.ndarray, masks: list[np.ndarray], ok: np.ndarray, stroke: np.ndarray, bar: np.ndarray,
-            shape: tuple[int, int], cfg: DetectConfig) -> np.ndarray:
+            edges: np.ndarray, shape: tuple[int, int], cfg: DetectConfig) -> np.ndarray:
     """(N,) bool: the candidate that is the picture itself (a photo or crop of one digit, a digit
     held close to the camera), which may touch or cross the frame's edges.
 
     It is large in the frame (closeup_frac of its height or width) and dwarfs every other
     candidate of digit shape (twice as tall). A solid bar (bar: its box full of ink) or a fine
-    straight stroke from one edge to another is a strip of table, the sheet's border or a pen
-    line across the picture, not a '1' (a thick one seen close up may touch every edge).
+    straight stroke from one edge to another (edges: how many of the frame's edges each candidate
+    touches) is a strip of table, the sheet's border or a pen line across the picture, not a '1'
+    (a thick one seen close up may touch every edge).
     """
     h, w = shape
     out = np.zeros(len(boxes), bool)
     if not ok.any():
         return out
-    x, y, bw, bh = (boxes[:, i] for i in range(4))
+    bw, bh = boxes[:, 2], boxes[:, 3]
     i = int(np.flatnonzero(ok)[np.argmax(bh[ok])])
     others = np.delete(bh[ok], np.flatnonzero(np.flatnonzero(ok) == i))
     big = bh[i] >= cfg.closeup_frac * h or bw[i] >= cfg.closeup_frac * w
-    edges = int(x[i] <= 0) + int(y[i] <= 0) + int(x[i] + bw[i] >= w) + int(y[i] + bh[i] >= h)
-    line = edges >= 2 and (bar[i] or stroke[i] < 0.05 * bh[i]) and is_straight(masks[i], stroke[i])
+    line = edges[i] >= 2 and (bar[i] or stroke[i] < 0.05 * bh[i]) and is_straight(masks[i], stroke[i])
     out[i] = big and bool(np.all(others < 0.5 * bh[i])) and not line and not is_blob(masks[i])
     return out
 
