@@ -241,6 +241,11 @@ def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: flo
         pad = max(1, int(round(2.5 * s * fs / base)))
         return parts, tw + 2 * pad, tht + 2 * pad + th
 
+    def placed(r: Rect, parts: list[tuple[str, float]]) -> tuple[Rect, list[tuple[str, float]], int]:
+        layout.take(r)
+        layout.labels.append(r)
+        return r, parts, th
+
     # Above the box before below it, so each label reads as its own digit's; only the digit
     # when the confidence would not fit, smaller as a last resort. Beside a box or inside it only
     # where the frame leaves no room above it nor below it (a close-up): on a page, a label beside
@@ -257,18 +262,14 @@ def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: flo
             for lx, ly in spots(lw, lh):
                 r = (lx, ly, lx + lw, ly + lh)
                 if layout.is_free(r):
-                    layout.take(r)
-                    layout.labels.append(r)
-                    return r, parts, th
+                    return placed(r, parts)
     if not closeup:
         return None
     parts, lw, lh = label(base, True)
     r = (x + 2 * th, y + 2 * th, x + 2 * th + lw, y + 2 * th + lh)
     if r[2] <= min(x + w, layout.w) and r[3] <= min(y + h, layout.h) and \
             not any(r[0] < o[2] and o[0] < r[2] and r[1] < o[3] and o[1] < r[3] for o in layout.labels):
-        layout.take(r)
-        layout.labels.append(r)
-        return r, parts, th
+        return placed(r, parts)
     return None
 
 
