@@ -125,6 +125,13 @@ FINE_PEN = {"4": [[(0.35, 0.0), (0.0, 0.55), (0.75, 0.45)], [(0.7, 0.2), (0.75, 
             "0": [[(0.5 + 0.45 * np.cos(t), 0.5 + 0.5 * np.sin(t)) for t in np.linspace(0, 2 * np.pi, 40)]]}
 
 
+def write(img: np.ndarray, digit: str, x: float, y: float, w: float, h: float, colour, thickness: int) -> None:
+    """Draw a FINE_PEN digit in the box (x, y, w, h) of img."""
+    for stroke in FINE_PEN[digit]:
+        pts = np.array([(x + w * u, y + h * v) for u, v in stroke])
+        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, colour, thickness, cv2.LINE_AA)
+
+
 @pytest.mark.parametrize("digit", sorted(FINE_PEN))
 @pytest.mark.parametrize("frame_wh", [(320, 240), (240, 320)])
 def test_fine_pen_close_up_filling_the_frame_is_read(shipped_pipeline, digit, frame_wh):
@@ -135,9 +142,7 @@ def test_fine_pen_close_up_filling_the_frame_is_read(shipped_pipeline, digit, fr
     img = np.full((4 * h, 4 * w, 3), (200, 205, 210), np.uint8)
     side = min(0.96 * h, 0.96 * w / 0.9)  # the 0 is 0.9 of its height wide
     x0, y0 = (w - 0.9 * side) / 2, (h - side) / 2
-    for stroke in FINE_PEN[digit]:
-        pts = 4 * np.array([(x0 + 0.9 * side * x, y0 + side * y) for x, y in stroke])
-        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (140, 40, 20), round(4 * 0.012 * side), cv2.LINE_AA)
+    write(img, digit, 4 * x0, 4 * y0, 4 * 0.9 * side, 4 * side, (140, 40, 20), round(4 * 0.012 * side))
     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     assert shipped_pipeline.process(img).numbers == [digit]
 
@@ -152,9 +157,7 @@ def test_close_up_on_squared_paper_keeps_a_stroke_that_runs_along_a_grid_line(sh
         cv2.line(img, (0, v), (959, v), (165, 165, 165), 5)
     side = 600
     x0, y0 = 200, 340 - (0.05 if digit == "7" else 0.5) * side  # the bar on the line at y = 340
-    for stroke in FINE_PEN[digit]:
-        pts = np.array([(x0 + 0.9 * side * x, y0 + side * y) for x, y in stroke])
-        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (40, 40, 40), 28, cv2.LINE_AA)
+    write(img, digit, x0, y0, 0.9 * side, side, (40, 40, 40), 28)
     img = cv2.resize(img, (240, 240), interpolation=cv2.INTER_AREA)
     assert shipped_pipeline.process(img).numbers == [digit]
 
@@ -163,8 +166,6 @@ def test_a_speck_beside_a_close_up_digit_is_not_a_second_digit(shipped_pipeline)
     """A dash a twentieth of the digit's height beside a close-up (a grid line's stub, a fleck
     of ink) is left out, as it is among three or more digits."""
     img = np.full((240, 320, 3), 215, np.uint8)
-    for stroke in FINE_PEN["7"]:
-        pts = np.array([(60 + 160 * x, 30 + 180 * y) for x, y in stroke])
-        cv2.polylines(img, [np.rint(pts).astype(np.int32)], False, (40, 40, 40), 9, cv2.LINE_AA)
+    write(img, "7", 60, 30, 160, 180, (40, 40, 40), 9)
     cv2.line(img, (280, 100), (280, 109), (60, 60, 60), 2)
     assert shipped_pipeline.process(img).numbers == ["7"]
