@@ -102,7 +102,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         segs = [(u0, a * u0 + b, u1, a * u1 + b) if hor else (a * u0 + b, u0, a * u1 + b, u1)
                 for hor, a, b, u0, u1 in last.found]
         drawn = _draw_lines(mask, np.rint(segs).astype(int), lh, lv, band=9)
-        if not drawn[2]:  # none is there any more
+        if not drawn[0]:  # none is there any more
             drawn = None
     seeded = drawn is not None
     if drawn is None:
@@ -118,27 +118,45 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         if segs is None:
             return None, None
         drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
-    flat, steep, found, widths = drawn
+    found, widths, spans = drawn
     if not found:
         return None, None
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
-    # the digit stays whole and only the bare line goes. Across means wider than the lines: a
-    # close-up's pen stroke that runs along a fine grid line is kept too.
-    k = int(np.clip(2 * np.median(widths) + 1, 5, 9))
-    across_flat = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
-    across_steep = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, k), np.uint8))
-    return (cv2.bitwise_or(cv2.bitwise_and(flat, cv2.subtract(mask, across_flat)),
-                           cv2.bitwise_and(steep, cv2.subtract(mask, across_steep))), Lines((h, w), found, seeded))
+    # the digit stays whole and only the bare line goes. Across means wider than the line (twice
+    # its bare thickness), so a close-up's pen stroke that runs along a fine grid line is kept
+    # too. A line across the frame (half of it at least, and nearly as much as the longest line)
+    # has its own thickness, so a page's thick rules go as its thin ones do; one that is not may
+    # be a digit's stroke seen close (found where its piece was long enough), and has the lines'
+    # typical thickness.
+    typical = np.median(widths)
+    bands: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for line, bare, span in zip(found, widths, spans):
+        k = int(np.clip(2 * (bare if span >= max(0.5, 0.8 * max(spans)) else typical) + 1, 5, 9))
+        _draw(bands.setdefault(k, (np.zeros_like(mask), np.zeros_like(mask)))[0 if line[0] else 1], line)
+    out = np.zeros_like(mask)
+    for k, (flat, steep) in bands.items():
+        for band, kernel in ((flat, (k, 1)), (steep, (1, k))):
+            across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones(kernel, np.uint8))
+            out |= cv2.bitwise_and(band, cv2.subtract(mask, across))
+    return out, Lines((h, w), found, seeded)
+
+
+def _draw(img: np.ndarray, line: tuple[bool, float, float, int, int]) -> None:
+    """Draw a line (horizontal, a, b, u0, u1) 5 pixels wide, from edge to edge of the image."""
+    horizontal, a, b = line[:3]
+    h, w = img.shape
+    p0, p1 = ((0, b), (w - 1, a * (w - 1) + b)) if horizontal else ((b, 0), (a * (h - 1) + b, h - 1))
+    cv2.line(img, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
 
 
 def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int):
     """The lines along segments (N, 4) x0, y0, x1, y1 of the mask, each refitted to the ink in
-    a band this wide around it and drawn edge to edge: (flat, steep, found, widths), the
-    horizontal and the vertical lines drawn 5 pixels wide, each line's (horizontal, a, b, u0, u1),
-    and how thick its bare ink is (the lower quartile over its length, pixels)."""
+    a band this wide around it: (found, widths, spans), each line's (horizontal, a, b, u0, u1),
+    how thick its bare ink is (the lower quartile over its length, pixels) and the share of its
+    length across the frame that has ink along it."""
     h, w = mask.shape
     flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-    found, widths = [], []
+    found, widths, spans = [], [], []
     r = band // 2 + 1
     for x0, y0, x1, y1 in np.clip(segs, 0, [w - 1, h - 1, w - 1, h - 1]).tolist():
         horizontal = abs(x1 - x0) >= abs(y1 - y0)
@@ -190,12 +208,13 @@ def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int)
             # broad pen stroke (the bar of a 5 seen close up), not a ruled line or a strip of table.
             if ink_at(-5, 5).all(0).mean() >= 0.5 and len(uu) < 0.8 * (w if horizontal else h):
                 continue
-            if horizontal:
-                p0, p1 = (0, b), (w - 1, a * (w - 1) + b)
-            else:
-                p0, p1 = (b, 0), (a * (h - 1) + b, h - 1)
-            cv2.line(drawn, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
             found.append((horizontal, a, b, int(u.min()), int(u.max())))
+            _draw(drawn, found[-1])
             on = ink_at(-3, -2, -1, 0, 1, 2, 3).sum(0)
             widths.append(percentile(on[on > 0], 25))
-    return flat, steep, found, widths
+            # How much of the frame it runs across, with ink (the sheet's width for a ruled line):
+            # ink_at along the whole line.
+            uu = np.arange(w if horizontal else h)
+            vv = np.rint(a * uu + b).astype(int)
+            spans.append(ink_at(-1, 0, 1).any(0).mean())
+    return found, widths, spans
