@@ -198,6 +198,14 @@ def _upload(driver, path: Path) -> str:
     return _answer(driver, "upload-status", before)
 
 
+def _clear_upload(driver):
+    """Clear the Upload tab's file, and wait until the page says so (a loaded machine answers late)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, "#upload-file button[aria-label='Clear']").click()
+    _wait(driver, lambda d: _text(d, "upload-status").startswith("Upload a photo"))
+
+
 @pytest.mark.slow
 def test_page_loads_with_its_tabs(app_url, browser):
     from selenium.webdriver.common.by import By
@@ -227,10 +235,10 @@ def test_upload_shows_the_digits_then_refuses_bad_files_and_goes_on(app_url, bro
     probs = _wait(browser, lambda d: _text(d, "upload-probs"))
     assert probs.splitlines()[:2] == ["Probabilities", "2"]  # the first digit picked: the 2 of 2024
     for name, (path, words) in bad_files(tmp_path).items():
-        browser.find_element(By.CSS_SELECTOR, "#upload-file button[aria-label='Clear']").click()
+        _clear_upload(browser)
         status = _upload(browser, path)
-        assert "Cannot read this file" in status and words in status, name
-    browser.find_element(By.CSS_SELECTOR, "#upload-file button[aria-label='Clear']").click()
+        assert "Cannot read this file" in status and words in status, (name, status)
+    _clear_upload(browser)
     four = tmp_path / "four.png"
     cv2.imwrite(str(four), page_of_digits(["4"]))
     status = _upload(browser, four)
