@@ -124,14 +124,14 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
     # the digit stays whole and only the bare line goes. Across means wider than the line (twice
     # its bare thickness), so a close-up's pen stroke that runs along a fine grid line is kept
-    # too. A line across the frame (half of it at least, and nearly as much as the longest line)
-    # has its own thickness, so a page's thick rules go as its thin ones do; one that is not may
-    # be a digit's stroke seen close (found where its piece was long enough), and has the lines'
-    # typical thickness.
+    # too. The lines' typical thickness counts, but a line across the frame (half of it at least,
+    # and nearly as much as the longest line) that is thicker has its own, so a page's thick rules
+    # go as its thin ones do; one that is not may be a digit's stroke seen close (found where its
+    # piece was long enough).
     typical = np.median(widths)
     bands: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for line, bare, span in zip(found, widths, spans):
-        k = int(np.clip(2 * (bare if span >= max(0.5, 0.8 * max(spans)) else typical) + 1, 5, 9))
+        k = int(np.clip(2 * (max(bare, typical) if span >= max(0.5, 0.8 * max(spans)) else typical) + 1, 5, 9))
         _draw(bands.setdefault(k, (np.zeros_like(mask), np.zeros_like(mask)))[0 if line[0] else 1], line)
     out = np.zeros_like(mask)
     for k, (flat, steep) in bands.items():
