@@ -118,7 +118,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         if segs is None:
             return None, None
         drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
-    found, widths, spans = drawn
+    found, widths = drawn
     if not found:
         return None, None
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
@@ -128,11 +128,15 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # and nearly as much as the longest line) that is thicker has its own, so a page's thick rules
     # go as its thin ones do; one that is not may be a digit's stroke seen close (found where its
     # piece was long enough).
-    typical = np.median(widths)
+    typical = float(np.median(widths))
+    spans = [_span(mask, line) for line in found] if max(widths) > typical else None
     bands: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for line, bare, span in zip(found, widths, spans):
-        k = int(np.clip(2 * (max(bare, typical) if span >= max(0.5, 0.8 * max(spans)) else typical) + 1, 5, 9))
-        _draw(bands.setdefault(k, (np.zeros_like(mask), np.zeros_like(mask)))[0 if line[0] else 1], line)
+    for i, (line, bare) in enumerate(zip(found, widths)):
+        own = bare > typical and spans[i] >= max(0.5, 0.8 * max(spans))
+        k = int(np.clip(2 * (bare if own else typical) + 1, 5, 9))
+        if k not in bands:
+            bands[k] = np.zeros_like(mask), np.zeros_like(mask)
+        _draw(bands[k][0 if line[0] else 1], line)
     out = np.zeros_like(mask)
     for k, (flat, steep) in bands.items():
         for band, kernel in ((flat, (k, 1)), (steep, (1, k))):
@@ -149,14 +153,23 @@ def _draw(img: np.ndarray, line: tuple[bool, float, float, int, int]) -> None:
     cv2.line(img, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
 
 
+def _span(mask: np.ndarray, line: tuple[bool, float, float, int, int]) -> float:
+    """How much of the frame a line (horizontal, a, b, u0, u1) runs across with ink within a
+    pixel of it: the share of its length from edge to edge (a ruled line: the sheet's width)."""
+    horizontal, a, b = line[:3]
+    h, w = mask.shape
+    u = np.arange(w if horizontal else h)
+    v = np.clip(np.rint(a * u + b).astype(int)[None] + np.arange(-1, 2)[:, None], 0, (h if horizontal else w) - 1)
+    return float(((mask[v, u] if horizontal else mask[u, v]) > 0).any(0).mean())
+
+
 def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int):
     """The lines along segments (N, 4) x0, y0, x1, y1 of the mask, each refitted to the ink in
-    a band this wide around it: (found, widths, spans), each line's (horizontal, a, b, u0, u1),
-    how thick its bare ink is (the lower quartile over its length, pixels) and the share of its
-    length across the frame that has ink along it."""
+    a band this wide around it: (found, widths), each line's (horizontal, a, b, u0, u1) and how
+    thick its bare ink is (the lower quartile over its length, pixels)."""
     h, w = mask.shape
     flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-    found, widths, spans = [], [], []
+    found, widths = [], []
     r = band // 2 + 1
     for x0, y0, x1, y1 in np.clip(segs, 0, [w - 1, h - 1, w - 1, h - 1]).tolist():
         horizontal = abs(x1 - x0) >= abs(y1 - y0)
@@ -212,9 +225,4 @@ def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int)
             _draw(drawn, found[-1])
             on = ink_at(-3, -2, -1, 0, 1, 2, 3).sum(0)
             widths.append(percentile(on[on > 0], 25))
-            # How much of the frame it runs across, with ink (the sheet's width for a ruled line):
-            # ink_at along the whole line.
-            uu = np.arange(w if horizontal else h)
-            vv = np.rint(a * uu + b).astype(int)
-            spans.append(ink_at(-1, 0, 1).any(0).mean())
-    return found, widths, spans
+    return found, widths
