@@ -102,7 +102,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         segs = [(u0, a * u0 + b, u1, a * u1 + b) if hor else (a * u0 + b, u0, a * u1 + b, u1)
                 for hor, a, b, u0, u1 in last.found]
         drawn = _draw_lines(mask, np.rint(segs).astype(int), lh, lv, band=9)
-        if not drawn[0]:  # none is there any more
+        if not drawn[2]:  # none is there any more
             drawn = None
     seeded = drawn is not None
     if drawn is None:
@@ -118,7 +118,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         if segs is None:
             return None, None
         drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
-    found, widths = drawn
+    flat, steep, found, widths = drawn
     if not found:
         return None, None
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
@@ -129,14 +129,18 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # go as its thin ones do; one that is not may be a digit's stroke seen close (found where its
     # piece was long enough).
     typical = float(np.median(widths))
-    spans = [_span(mask, line) for line in found] if max(widths) > typical else None
-    bands: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for i, (line, bare) in enumerate(zip(found, widths)):
-        own = bare > typical and spans[i] >= max(0.5, 0.8 * max(spans))
-        k = int(np.clip(2 * (bare if own else typical) + 1, 5, 9))
-        if k not in bands:
-            bands[k] = np.zeros_like(mask), np.zeros_like(mask)
-        _draw(bands[k][0 if line[0] else 1], line)
+    ks = np.full(len(found), int(np.clip(2 * typical + 1, 5, 9)))
+    if np.clip(2 * max(widths) + 1, 5, 9) > ks[0]:  # a line thick enough for a stroke test of its own
+        spans = [_span(mask, line) for line in found]
+        for i, (bare, span) in enumerate(zip(widths, spans)):
+            if bare > typical and span >= max(0.5, 0.8 * max(spans)):
+                ks[i] = int(np.clip(2 * bare + 1, 5, 9))
+    if (ks == ks[0]).all():  # one stroke test for all: the lines as drawn while they were found
+        bands = {int(ks[0]): (flat, steep)}
+    else:
+        bands = {int(k): (np.zeros_like(mask), np.zeros_like(mask)) for k in set(ks.tolist())}
+        for line, k in zip(found, ks.tolist()):
+            _draw(bands[k][0 if line[0] else 1], line)
     out = np.zeros_like(mask)
     for k, (flat, steep) in bands.items():
         for band, kernel in ((flat, (k, 1)), (steep, (1, k))):
@@ -165,8 +169,9 @@ def _span(mask: np.ndarray, line: tuple[bool, float, float, int, int]) -> float:
 
 def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int):
     """The lines along segments (N, 4) x0, y0, x1, y1 of the mask, each refitted to the ink in
-    a band this wide around it: (found, widths), each line's (horizontal, a, b, u0, u1) and how
-    thick its bare ink is (the lower quartile over its length, pixels)."""
+    a band this wide around it and drawn edge to edge: (flat, steep, found, widths), the
+    horizontal and the vertical lines drawn 5 pixels wide, each line's (horizontal, a, b, u0, u1),
+    and how thick its bare ink is (the lower quartile over its length, pixels)."""
     h, w = mask.shape
     flat, steep = np.zeros_like(mask), np.zeros_like(mask)
     found, widths = [], []
@@ -225,4 +230,4 @@ def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int)
             _draw(drawn, found[-1])
             on = ink_at(-3, -2, -1, 0, 1, 2, 3).sum(0)
             widths.append(percentile(on[on > 0], 25))
-    return found, widths
+    return flat, steep, found, widths
