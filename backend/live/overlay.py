@@ -246,25 +246,29 @@ def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: flo
         layout.labels.append(r)
         return r, parts, th
 
-    # Above the box before below it, so each label reads as its own digit's; only the digit
-    # when the confidence would not fit, smaller as a last resort. Beside a box or inside it only
-    # where the frame leaves no room above it nor below it (a close-up): on a page, a label beside
-    # a digit would read as its neighbour's.
-    sides = [lambda lw, lh: [(lx, y - lh - 1) for lx in (x + (w - lw) // 2, x, x + w - lw)],
-             lambda lw, lh: [(lx, y + h + 2) for lx in (x + (w - lw) // 2, x, x + w - lw)]]
-    lh_min = label(MIN_FONT, False)[2]
-    closeup = y - lh_min - 1 < 0 and y + h + 2 + lh_min > layout.h
-    if closeup:
-        sides.append(lambda lw, lh: [(x - lw - 2, y), (x + w + 2, y)])
-    for spots in sides:
+    def first_free(spots) -> tuple[Rect, list[tuple[str, float]], int] | None:
         for fs, full in ((base, True), (base, False), (small, False), (MIN_FONT, False)):
             parts, lw, lh = label(fs, full)
             for lx, ly in spots(lw, lh):
                 r = (lx, ly, lx + lw, ly + lh)
                 if layout.is_free(r):
                     return placed(r, parts)
-    if not closeup:
         return None
+
+    # Above the box before below it, so each label reads as its own digit's; only the digit
+    # when the confidence would not fit, smaller as a last resort.
+    found = (first_free(lambda lw, lh: [(lx, y - lh - 1) for lx in (x + (w - lw) // 2, x, x + w - lw)])
+             or first_free(lambda lw, lh: [(lx, y + h + 2) for lx in (x + (w - lw) // 2, x, x + w - lw)]))
+    if found:
+        return found
+    # Beside the box or inside it only where the frame leaves no room above it nor below it (a
+    # close-up): on a page, a label beside a digit would read as its neighbour's.
+    lh_min = label(MIN_FONT, False)[2]
+    if not (y - lh_min - 1 < 0 and y + h + 2 + lh_min > layout.h):
+        return None
+    found = first_free(lambda lw, lh: [(x - lw - 2, y), (x + w + 2, y)])
+    if found:
+        return found
     parts, lw, lh = label(base, True)
     r = (x + 2 * th, y + 2 * th, x + 2 * th + lw, y + 2 * th + lh)
     if r[2] <= min(x + w, layout.w) and r[3] <= min(y + h, layout.h) and \
