@@ -132,8 +132,9 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     ks = np.full(len(found), int(np.clip(2 * typical + 1, 5, 9)))
     if np.clip(2 * max(widths) + 1, 5, 9) > ks[0]:  # a line thick enough for a stroke test of its own
         spans = [_span(mask, line) for line in found]
+        spanning = max(0.5, 0.8 * max(spans))
         for i, (bare, span) in enumerate(zip(widths, spans)):
-            if bare > typical and span >= max(0.5, 0.8 * max(spans)):
+            if bare > typical and span >= spanning:
                 ks[i] = int(np.clip(2 * bare + 1, 5, 9))
     if (ks == ks[0]).all():  # one stroke test for all: the lines as drawn while they were found
         bands = {int(ks[0]): (flat, steep)}
