@@ -48,8 +48,10 @@ class DetectConfig:
     # wider than the thickest marker stroke of the largest digit we expect
     min_contrast: float = 0.08  # ink darker than the paper by less than this fraction is not ink
     noise_k: float = 5.0  # ... nor is ink within this many noise sigmas of the paper
-    smooth_noise: float = 4.0  # a frame whose paper noise is this many grey levels (sigma) or more
-    # is thresholded smoothed, where that takes the noise down
+    smooth_noise: float = 2.5  # a frame whose paper noise is this many grey levels (sigma) or more
+    # is also thresholded smoothed, and read that way where that takes the noise down and finds more
+    # digit-tall pieces of ink (see threshold_ink)...
+    noisy: float = 4.0  # ... or, from this noise up, as many
     strong_frac: float = 0.3  # a piece must reach this fraction of the frame's ink contrast somewhere
     max_aspect: float = 1.3  # a wider candidate (width / height) is split or rejected
     max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
@@ -484,41 +486,46 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
     """Working grey frame (dark ink) -> ink masks: the paper divided out, then a hysteresis
     threshold against the paper's own noise, in relative and in absolute grey levels.
 
-    A noisy frame (dim light) is thresholded smoothed too, and read that way when it shows as
-    many pieces of ink a digit tall or more (the plain threshold's count holds pieces of noise,
-    and strokes broken by it): faint ink may be only a few noise sigmas darker than the paper in
-    any one pixel, so that no threshold tells it from the noise, while averaged with its
-    neighbours a stroke keeps most of its darkness and the noise loses most of its spread. (A
-    paper's texture, or the spread of a page dense with ink, does not average out; and thin
-    strokes, a page of small digits at its first look, fade: those keep their pixels.) The
-    noise is measured in steps of 1.5 grey levels (the histogram's), so smoothing must take it
-    down by a fifth: one step, from a noise of 6 or more. A page (PAGE_PIECES digit-tall pieces
-    that reach strong ink) is tried only when FAINT_SHARE of its digit-tall pieces do not: its
-    faint digits, lost to the plain threshold in dim light (a page in good light has almost none:
-    trying it would cost 3-4 ms, and read it no better).
+    A noisy frame (dim light) is thresholded smoothed too, and read that way when it shows more
+    pieces of ink a digit tall or more that reach strong ink (from cfg.noisy up, as many: the
+    plain threshold's count holds pieces of noise, and strokes broken by it): faint ink may be
+    only a few noise sigmas darker than the paper in any one pixel, so that no threshold tells it
+    from the noise, while averaged with its neighbours a stroke keeps most of its darkness and the
+    noise loses most of its spread. (A paper's texture, or the spread of a page dense with ink,
+    does not average out; and thin strokes, a page of small digits at its first look, fade: those
+    keep their pixels.) The noise is measured in steps of 1.5 grey levels (the histogram's), so
+    smoothing must take it down by a fifth: one step, from a noise of two steps or more. (A
+    1280-px photo of a sheet in faint red ink, dimmed, at two steps: its strokes seeded at 8
+    sigmas, 25 of its 161 digit-tall pieces were read plain, 122 smoothed.) A page (PAGE_PIECES
+    digit-tall pieces that reach strong ink) is tried only when FAINT_SHARE of its digit-tall
+    pieces do not: its faint digits, lost to the plain threshold in dim light (a page in good light
+    has almost none: trying it would cost 3-4 ms, and read it no better).
     smooth: that choice, made on an earlier frame of the same scene (None: make it here).
     """
     bg = estimate_background(work, cfg)
 
-    def smoothed() -> tuple[InkMasks, float]:
-        return _threshold_ink(cv2.GaussianBlur(work, (3, 3), 0), bg, cfg, True)
+    def smoothed(max_noise: float = np.inf) -> tuple[InkMasks | None, float]:
+        return _threshold_ink(cv2.GaussianBlur(work, (3, 3), 0), bg, cfg, True, max_noise)
 
     if smooth:
         return smoothed()[0]
-    masks = _threshold_ink(work, bg, cfg)
-    if smooth is None and masks[1] >= cfg.smooth_noise:
-        tall, n = _tall_pieces(masks[0], cfg)
-        if n < PAGE_PIECES or tall - n >= FAINT_SHARE * tall:
-            other = smoothed()
-            if other[1] <= 0.8 * masks[1] and _tall_pieces(other[0], cfg)[1] >= n:
-                masks = other
-    return masks[0]
+    masks, noise = _threshold_ink(work, bg, cfg)
+    if smooth is None and noise >= cfg.smooth_noise:
+        tall, n = _tall_pieces(masks, cfg)
+        if len(n) < PAGE_PIECES or tall - len(n) >= FAINT_SHARE * tall:
+            other = smoothed(0.8 * noise)[0]
+            if other is not None:
+                more = _tall_pieces(other, cfg)[1]
+                if (len(more) >= len(n) if noise >= cfg.noisy
+                        else len(more) > len(n) and np.median(more) >= cfg.min_digit_px):
+                    masks = other
+    return masks
 
 
-def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
-                   smoothed: bool = False) -> tuple[InkMasks, float]:
+def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig, smoothed: bool = False,
+                   max_noise: float = np.inf) -> tuple[InkMasks | None, float]:
     """threshold_ink of a working frame (smoothed or not) over its background, and the paper's
-    noise (sigma).
+    noise (sigma); no masks (None) where that noise is over max_noise.
 
     Each piece of ink must reach strong ink somewhere: 1.6 times the low levels, so that the
     noise does not seed pieces. Smoothing has already taken that noise down, and with it a
@@ -528,10 +535,12 @@ def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
     below = cv2.subtract(bg, work)  # grey levels under the background
     ink = ink_image(work, bg, below)
     paper = paper_only(ink, cfg)
-    low, high = thresholds(ink, cfg, paper, strong)
     # Relative darkness divides by the background, so in a shadow sensor noise grows with it:
     # ink must also stand out from the noise in absolute grey levels.
     m, sigma = paper_noise(work, bg, paper)
+    if sigma > max_noise:
+        return None, sigma
+    low, high = thresholds(ink, cfg, paper, strong)
 
     def above(rel: float, noise_k: float) -> np.ndarray:
         return cv2.bitwise_and(cv2.threshold(ink, rel, 1, cv2.THRESH_BINARY)[1],
@@ -542,11 +551,12 @@ def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig,
                     smoothed=smoothed), sigma
 
 
-def _tall_pieces(ink: InkMasks, cfg: DetectConfig) -> tuple[int, int]:
-    """How many pieces of the ink mask are at least min_height_px tall, and how many of those
-    reach strong ink."""
-    tall = ink.pieces[2][1:, 3] >= cfg.min_height_px
-    return int(np.count_nonzero(tall)), int(np.count_nonzero(ink.reach_strong[1:] & tall))
+def _tall_pieces(ink: InkMasks, cfg: DetectConfig) -> tuple[int, np.ndarray]:
+    """How many pieces of the ink mask are at least min_height_px tall, and the heights of those
+    of them that reach strong ink."""
+    h = ink.pieces[2][1:, 3]
+    tall = h >= cfg.min_height_px
+    return int(np.count_nonzero(tall)), h[tall & ink.reach_strong[1:]]
 
 
 def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -> InkMasks:
