@@ -123,6 +123,21 @@ def test_pieces_of_one_digit_become_one_box():
     assert abs(x[0] - 100) < 15 and abs(x[1] - 278) < 10
 
 
+def test_a_close_up_digit_in_many_pieces_is_one_box():
+    """A 7 held close, written with a pen that skips (or its strokes cut by ruled lines taken
+    out): its bar in three short pieces, its stroke down broken above its end. Most of its pieces
+    are short, the stroke holds most of its ink: the digit's height is the stroke's, and the
+    stroke and its end are one digit (grouped by the fragments' height, they were two)."""
+    img = np.full((160, 160), 190, np.float32)
+    for x0, x1 in ((28, 48), (56, 76), (84, 100)):
+        cv2.line(img, (x0, 30), (x1, 30 + (x1 - x0) // 4), 40, 5)
+    cv2.line(img, (108, 36), (82, 108), 40, 5)
+    cv2.line(img, (80, 118), (75, 140), 40, 5)
+    img = cv2.GaussianBlur(img, (0, 0), 0.8) + np.random.default_rng(0).normal(0, 2, img.shape)
+    boxes = find_candidates(np.clip(img, 0, 255).astype(np.uint8)).boxes
+    assert len(boxes) == 1 and boxes[0, 1] <= 30 and boxes[0, 1] + boxes[0, 3] >= 138
+
+
 DIM_PAPER = (130, 132, 134)
 
 
@@ -416,7 +431,8 @@ def test_a_page_of_small_digits_is_grouped_and_tested_only_at_its_closer_look(sm
     monkeypatch.setattr(detect, "digit_shapes", lambda p, cfg: grouped.append(p.labels.shape) or real(p, cfg))
     quick = find_candidates(small_page)
     assert len(grouped) == 1 and grouped[0] == quick.mask.shape != (416, 739)  # not at the working size
-    monkeypatch.setattr(detect, "PAGE_PIECES", 10 ** 9)  # every look finished, as for a few digits
+    monkeypatch.setattr(detect, "PAGE_PIECES", 10 ** 9)  # every look finished, as for a few digits,
+    monkeypatch.setattr(detect.Pieces, "digit_height", property(lambda p: p.ref_h))  # grouped as a page
     full = find_candidates(small_page)
     assert len(grouped) == 3 and grouped[1] == (416, 739)
     assert full.scale == quick.scale and np.array_equal(full.boxes, quick.boxes)

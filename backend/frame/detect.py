@@ -619,6 +619,22 @@ class Pieces:
         return np.bincount(self.labels[edge.view(bool)], minlength=self.count).astype(np.float32)[self.ids]
 
     @property
+    def digit_height(self) -> float:
+        """The height digits are grouped by: on a page, ref_h; with fewer pieces, the median height
+        by ink of those at least min_h tall (min_h if none): the height of the piece that holds the
+        median pixel of their ink. In a close-up of one digit whose strokes are broken (a pen that
+        skips, strokes cut by the ruled lines taken out), that is the digit's height, where ref_h
+        is its fragments'; on a page written at several sizes, ref_h keeps a big digit from
+        swallowing the small one under it, which the height by ink, a big digit's, let through."""
+        tall = self.stats[:, 3] >= self.min_h
+        if self.n_tall >= PAGE_PIECES or not tall.any():
+            return self.ref_h
+        h = self.stats[tall, 3]
+        order = np.argsort(h, kind="stable")
+        ink = np.cumsum(self.stats[tall, 4][order], dtype=np.float64)
+        return float(h[order][np.searchsorted(ink, 0.5 * ink[-1])])
+
+    @property
     def page_height(self) -> float | None:
         """The digits' median height when the pieces are a page's (PAGE_PIECES digit-tall ones or
         more, nearly all one piece a digit: the median of the digits found, measured on the
@@ -645,8 +661,8 @@ def find_pieces(ink: InkMasks, min_h: float, cfg: DetectConfig) -> Pieces:
 def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
     """Pieces grouped into digits, wide groups split at thin waists:
     (boxes (N, 4) int32 working pixels, N uint8 masks over the boxes, (N,) float32 stroke widths)."""
-    st, min_h, ref_h = p.stats, p.min_h, p.ref_h
-    gids, groups = np.unique(group_pieces(st, ref_h), return_inverse=True)
+    st, min_h = p.stats, p.min_h
+    gids, groups = np.unique(group_pieces(st, p.digit_height), return_inverse=True)
     ng = len(gids)
     top_left = np.full((ng, 2), np.iinfo(np.int32).max, np.int32)
     bottom_right = np.zeros((ng, 2), np.int32)
