@@ -237,6 +237,21 @@ def test_digits_on_squared_paper_are_found(digits):
     assert matched(truth, boxes) >= len(truth) - 1 and len(boxes) <= len(truth) + 2
 
 
+def test_a_close_up_on_squared_paper_showing_a_few_cells(digits):
+    """A digit held close on squared paper: two lines each way cross the picture, and the digit's
+    strokes join them into one piece of ink across the frame, with few holes (six cells and the
+    digit's loop). That piece is a grid, not a typical piece of ink: its lines are taken out and
+    the digit found (the whole frame was one candidate)."""
+    img = sheet(412, 412, value=(185, 185, 185))
+    for v in (30, 230):
+        cv2.line(img, (v, 0), (v, 411), (150, 150, 150), 3)
+        cv2.line(img, (0, v), (411, v), (150, 150, 150), 3)
+    truth = np.array([stamp(img, first(digits, 6), 150, 110, 180)])
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.5) + np.random.default_rng(0).normal(0, 2, img.shape)
+    boxes = find_candidates(np.clip(img, 0, 255).astype(np.uint8)).boxes
+    assert matched(truth, boxes, 0.9) == 1 == len(boxes)
+
+
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)

@@ -73,7 +73,8 @@ def grid_pieces(labels: np.ndarray, stats: np.ndarray, line_frac_w: float, line_
     for i in big.tolist():
         x, y, bw, bh = st[i, :4].tolist()
         outside = cv2.compare(labels[y:y + bh, x:x + bw], i + 1, cv2.CMP_NE)
-        grids[i] = cv2.connectedComponents(outside, connectivity=4)[0] - 1 >= 20
+        holes = cv2.connectedComponentsWithStats(outside, connectivity=4)[2][1:, 4]
+        grids[i] = np.count_nonzero(holes >= 16) >= 6
     return grids
 
 
