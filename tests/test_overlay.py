@@ -6,7 +6,7 @@ import pytest
 
 from app_fakes import digit_frame
 from backend.live.overlay import (MIN_FONT, HudInfo, Layout, OverlayConfig, draw_overlay, heatmap_tint, hud_variants,
-                                  place_label)
+                                  place_label, text_size, ui_scale)
 from backend.frame.detections import Detections
 
 BOX = [60, 80, 50, 70]
@@ -177,6 +177,17 @@ def dense_page():
 BUSY_HUD = HudInfo(fps=24.0, timings={"detect": 3.0, "preprocess": 1.0, "model": 6.0, "draw": 2.0},
                    device="cpu onnx", model="digits_vit.pt", recording="recordings/rec_001.mp4", paused=True,
                    status="snapshot saved: snapshots/snap_001.png")
+
+
+def test_the_model_input_strip_is_as_wide_as_its_title_where_room_is_short():
+    """Digits across a portrait frame but for a strip down its right side: one crop fits there,
+    and its panel is still as wide as its title (which ran past it and off the frame)."""
+    frame = np.full((1280, 960, 3), 200, np.uint8)
+    dets = readings(boxes=np.array([[x, y, 60, 90] for x in range(10, 880, 80) for y in range(10, 1200, 110)]))
+    layout = Layout(frame.shape, dets.boxes)
+    draw_overlay(frame, dets, ["1"], OverlayConfig(), HUD, layout=layout)
+    x0, _, x1, _ = layout.panels["inset"]
+    assert x1 - x0 >= text_size("input", max(MIN_FONT * 0.9, 0.4 * ui_scale(frame)))[0] and x1 <= frame.shape[1]
 
 
 @pytest.mark.parametrize("help_on", [False, True], ids=["plain", "help"])

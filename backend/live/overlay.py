@@ -420,11 +420,12 @@ def draw_inset(img: np.ndarray, dets: Detections, s: float, layout: Layout) -> N
     if dets.crops is None or len(dets) == 0:
         return
     gap = max(2, int(round(4 * s)))
+    fs = max(MIN_FONT * 0.9, 0.4 * s)
     for cell in (max(28, int(round(56 * s))), 28):
         label_h = max(12, int(round(0.36 * cell)))
         title_h = max(12, int(round(20 * s)))
         for n in (min(len(dets), 8), min(len(dets), 4), 1):
-            width = n * (cell + gap) + gap
+            width = max(n * (cell + gap) + gap, text_size("input", fs)[0] + 2 * gap)  # its title fits
             found = layout.find(width, title_h + cell + label_h + 2 * gap, (1.0, 1.0), max(2, int(round(8 * s))))
             if found is not None and found[1] == 0:
                 break
@@ -437,7 +438,6 @@ def draw_inset(img: np.ndarray, dets: Detections, s: float, layout: Layout) -> N
     layout.take(found[0])
     layout.panels["inset"] = found[0]
     shade(img, x0, y0, x1, y1, 0.7)
-    fs = max(MIN_FONT * 0.9, 0.4 * s)
     title = "model input 28x28" if text_size("model input 28x28", fs)[0] < width else "input"
     put_text(img, title, (x0 + gap, y0 + title_h - gap), fs, (200, 200, 200), 1)
     for i in range(n):  # detections come in reading order
