@@ -512,17 +512,18 @@ def threshold_ink(work: np.ndarray, cfg: DetectConfig, smooth: bool | None = Non
     if smooth:
         return smoothed()[0]
     masks, noise = _threshold_ink(work, bg, cfg)
-    if smooth is None and noise >= cfg.smooth_noise:
-        tall, strong = _tall_pieces(masks, cfg)
-        n = len(strong)
-        if n < PAGE_PIECES or tall - n >= FAINT_SHARE * tall:
-            other = smoothed(0.8 * noise)[0]
-            if other is not None:
-                seen = _tall_pieces(other, cfg)[1]
-                if (len(seen) >= n if noise >= cfg.noisy
-                        else len(seen) > n and np.median(seen) >= cfg.min_digit_px):
-                    masks = other
-    return masks
+    if smooth is not None or noise < cfg.smooth_noise:
+        return masks
+    tall, strong = _tall_pieces(masks, cfg)
+    n = len(strong)
+    if n >= PAGE_PIECES and tall - n < FAINT_SHARE * tall:  # a page in good light
+        return masks
+    other = smoothed(0.8 * noise)[0]
+    if other is None:  # smoothing does not take the noise down
+        return masks
+    seen = _tall_pieces(other, cfg)[1]
+    more = len(seen) >= n if noise >= cfg.noisy else len(seen) > n and np.median(seen) >= cfg.min_digit_px
+    return other if more else masks
 
 
 def _threshold_ink(work: np.ndarray, bg: np.ndarray, cfg: DetectConfig, smoothed: bool = False,
@@ -626,9 +627,9 @@ class Pieces:
         skips, strokes cut by the ruled lines taken out), that is the digit's height, where ref_h
         is its fragments'; on a page written at several sizes, ref_h keeps a big digit from
         swallowing the small one under it, which the height by ink, a big digit's, let through."""
-        tall = self.stats[:, 3] >= self.min_h
-        if self.n_tall >= PAGE_PIECES or not tall.any():
+        if self.n_tall >= PAGE_PIECES or self.n_tall == 0:
             return self.ref_h
+        tall = self.stats[:, 3] >= self.min_h
         h = self.stats[tall, 3]
         order = np.argsort(h, kind="stable")
         ink = np.cumsum(self.stats[tall, 4][order], dtype=np.float64)

@@ -421,11 +421,12 @@ def draw_inset(img: np.ndarray, dets: Detections, s: float, layout: Layout) -> N
         return
     gap = max(2, int(round(4 * s)))
     fs = max(MIN_FONT * 0.9, 0.4 * s)
+    title_w = text_size("input", fs)[0] + 2 * gap  # the panel is never narrower than its title
     for cell in (max(28, int(round(56 * s))), 28):
         label_h = max(12, int(round(0.36 * cell)))
         title_h = max(12, int(round(20 * s)))
         for n in (min(len(dets), 8), min(len(dets), 4), 1):
-            width = max(n * (cell + gap) + gap, text_size("input", fs)[0] + 2 * gap)  # its title fits
+            width = max(n * (cell + gap) + gap, title_w)
             found = layout.find(width, title_h + cell + label_h + 2 * gap, (1.0, 1.0), max(2, int(round(8 * s))))
             if found is not None and found[1] == 0:
                 break
