@@ -252,6 +252,19 @@ def test_a_close_up_on_squared_paper_showing_a_few_cells(digits):
     assert matched(truth, boxes, 0.9) == 1 == len(boxes)
 
 
+def test_small_digits_in_marker_are_found(digits):
+    """Digits 20 px tall in a felt-tip's bold strokes (MNIST's grown by a 3x3 square, a pixel of
+    blur) have strokes a third of their height and more: digits, not blobs."""
+    images, labels = digits
+    img, truth = sheet(), []
+    for row in range(2):
+        for i, label in enumerate([5, 8, 0, 2, 3, 6, 9, 4]):
+            bold = cv2.dilate(images[np.flatnonzero(labels == label)[row]], np.ones((3, 3), np.uint8))
+            truth.append(stamp(img, bold, 40 + 70 * i, 150 + 100 * row, 20, ink=(50, 50, 50)))
+    found = find_candidates(cv2.GaussianBlur(img, (0, 0), 1.0)).boxes
+    assert matched(np.array(truth), found) == 16
+
+
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)

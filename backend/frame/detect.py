@@ -54,7 +54,8 @@ class DetectConfig:
     noisy: float = 4.0  # ... or, from this noise up, as many
     strong_frac: float = 0.3  # a piece must reach this fraction of the frame's ink contrast somewhere
     max_aspect: float = 1.3  # a wider candidate (width / height) is split or rejected
-    max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit
+    max_stroke_frac: float = 0.32  # stroke width / height above this is a blob, not a digit...
+    bold_stroke_frac: float = 0.4  # ... or this, for strokes under a fifth of the background kernel
     min_rel_height: float = 0.2  # candidates shorter than this times the median height are specks
     page_rel_height: float = 0.4  # ... and on a page (PAGE_PIECES candidates), this: one hand writes
     # a page's digits at one size, and the grain of a strip of table beside the sheet is thresholded
@@ -891,7 +892,11 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     area = np.array([np.count_nonzero(m) for m in masks], np.float32)
     fill = area / np.maximum(bw * bh, 1)
     ok = (bh >= min_h) & (bw <= 1.6 * cfg.max_aspect * bh)  # a slanted or wide digit, not a line
-    ok &= stroke <= cfg.max_stroke_frac * bh
+    # A marker's strokes on small digits are bolder: whole strokes where they are far narrower
+    # than the background kernel (not the outlines of a close-up's wider ones).
+    fine = stroke <= 0.2 * cfg.bg_kernel_frac * max(h, w)  # see estimate_background
+    ok &= stroke <= np.where(fine, cfg.bold_stroke_frac, cfg.max_stroke_frac) * bh
+    bold = stroke > cfg.max_stroke_frac * bh
     thin = bw <= 3 * stroke + 2  # a '1': a single stroke, its box is full of ink
     ok &= thin | (fill <= 0.85)
     # A hair-thin long line (a paper edge, a ruler's edge) is not a '1'; a '1' drawn as one
@@ -913,6 +918,7 @@ def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, sh
     if ok.sum() >= 2:  # beside one other candidate, a speck is small next to it
         ref = float(np.median(bh[ok]) if ok.sum() >= 3 else bh[ok].max())
         ok &= bh >= (cfg.page_rel_height if ok.sum() >= PAGE_PIECES else cfg.min_rel_height) * ref
+        ok &= ~bold | (bh >= 0.5 * ref)  # and a bold speck is small beside the frame's digits
     return ok
 
 
