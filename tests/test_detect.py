@@ -265,6 +265,18 @@ def test_small_digits_in_marker_are_found(digits):
     assert matched(np.array(truth), found) == 16
 
 
+def test_a_long_stroke_beside_a_page_of_digits_is_no_close_up(digits):
+    """A pen stroke curving in from the frame's edge, large beside a page's 40 digits, is not
+    taken for the picture of one digit held close (which may touch the frame's edge)."""
+    images, _ = digits
+    img, truth = sheet(), []
+    for k in range(40):
+        truth.append(stamp(img, images[k], 150 + 45 * (k % 10), 40 + 45 * (k // 10), 28))
+    cv2.polylines(img, [np.array([[60, 479], [80, 380], [120, 300], [170, 250]], np.int32)], False, (40, 40, 40), 6)
+    found = find_candidates(img).boxes
+    assert matched(np.array(truth), found) == len(found) == 40
+
+
 def test_touching_neighbours_are_split(digits):
     img = sheet()
     zero, three = first(digits, 0), first(digits, 3)

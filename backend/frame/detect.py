@@ -941,16 +941,20 @@ def box_sides(boxes: np.ndarray, lines: np.ndarray) -> np.ndarray:
     return out
 
 
+CLOSEUP_OTHERS = 3  # candidates of digit shape beside a close-up (real close-ups: 0-2)
+
+
 def closeup(boxes: np.ndarray, masks: list[np.ndarray], ok: np.ndarray, stroke: np.ndarray, bar: np.ndarray,
             edges: np.ndarray, shape: tuple[int, int], cfg: DetectConfig) -> np.ndarray:
     """(N,) bool: the candidate that is the picture itself (a photo or crop of one digit, a digit
     held close to the camera), which may touch or cross the frame's edges.
 
     It is large in the frame (closeup_frac of its height or width) and dwarfs every other
-    candidate of digit shape (twice as tall). A solid bar (bar: its box full of ink) or a fine
-    straight stroke from one edge to another (edges: how many of the frame's edges each candidate
-    touches) is a strip of table, the sheet's border or a pen line across the picture, not a '1'
-    (a thick one seen close up may touch every edge).
+    candidate of digit shape (twice as tall), of which there are few (bits of its neighbours; a
+    page of digits is no close-up, whatever else in it is large). A solid bar (bar: its box full
+    of ink) or a fine straight stroke from one edge to another (edges: how many of the frame's
+    edges each candidate touches) is a strip of table, the sheet's border or a pen line across
+    the picture, not a '1' (a thick one seen close up may touch every edge).
     """
     h, w = shape
     out = np.zeros(len(boxes), bool)
@@ -961,7 +965,8 @@ def closeup(boxes: np.ndarray, masks: list[np.ndarray], ok: np.ndarray, stroke: 
     others = np.delete(bh[ok], np.flatnonzero(np.flatnonzero(ok) == i))
     big = bh[i] >= cfg.closeup_frac * h or bw[i] >= cfg.closeup_frac * w
     line = edges[i] >= 2 and (bar[i] or stroke[i] < 0.05 * bh[i]) and is_straight(masks[i], stroke[i])
-    out[i] = big and bool(np.all(others < 0.5 * bh[i])) and not line and not is_blob(masks[i])
+    few = len(others) <= CLOSEUP_OTHERS
+    out[i] = big and few and bool(np.all(others < 0.5 * bh[i])) and not line and not is_blob(masks[i])
     return out
 
 
