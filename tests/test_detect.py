@@ -1,6 +1,8 @@
 """Detection: every digit of a synthetic scene found, nothing found where there is no digit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -275,6 +277,20 @@ def test_a_long_stroke_beside_a_page_of_digits_is_no_close_up(digits):
     cv2.polylines(img, [np.array([[60, 479], [80, 380], [120, 300], [170, 250]], np.int32)], False, (40, 40, 40), 6)
     found = find_candidates(img).boxes
     assert matched(np.array(truth), found) == len(found) == 40
+
+
+BLURRED_RULES = (Path(__file__).resolve().parents[2] / "shared" / "realworld" / "frames1280"
+                 / "adelian14_Handwritten-Digit-Recognition_digits.jpg")
+
+
+@pytest.mark.skipif(not BLURRED_RULES.is_file(), reason="the development photos are not beside the project")
+def test_big_digits_on_ruled_paper_out_of_focus():
+    """Six digits 140 px tall written across the rules of a notebook, the photo out of focus (a
+    3-px blur): the rules' fragments that the line search leaves look like a page of small
+    digits, and the closer look at them finds rules and nothing else; the first look's digits
+    are the frame's (nothing was found)."""
+    boxes = find_candidates(cv2.GaussianBlur(cv2.imread(str(BLURRED_RULES)), (0, 0), 3)).boxes
+    assert len(boxes) == 6 and (boxes[:, 3] > 100).all()
 
 
 def test_touching_neighbours_are_split(digits):

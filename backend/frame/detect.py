@@ -851,9 +851,20 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
             ink, boxes, masks = _candidates_at(work, cfg, (ink, pieces))
             height = float(np.median(boxes[:, 3])) if len(boxes) >= 3 else None
         if too_small(height):
-            s = min(limit, s * cfg.min_digit_px / height)
-            work = _resize(gray, s)
-            ink, boxes, masks = _candidates_at(work, cfg, last=polarity)
+            s1 = min(limit, s * cfg.min_digit_px / height)
+            closer = _resize(gray, s1)
+            found = _candidates_at(closer, cfg, last=polarity)
+            if len(found[1]) == 0:
+                # Nothing there: the small pieces were not digits (a blurred rule's fragments,
+                # left by the line search); the first look's candidates tall enough to be read at
+                # its size are the frame's digits, if it has any.
+                if pieces.page_height is not None:  # the first look only measured them
+                    ink, boxes, masks = _candidates_at(work, cfg, (ink, pieces))
+                tall = np.flatnonzero(boxes[:, 3] >= cfg.min_digit_px)
+                if len(tall):
+                    found, s1, closer = (ink, boxes[tall], [masks[i] for i in tall]), s, work
+            ink, boxes, masks = found
+            s, work = s1, closer
     digit_px = float(np.median(boxes[:, 3])) if s != s0 and len(boxes) else 0.0
     polarity = replace(polarity, scale=s if digit_px else None, digit_px=digit_px, lines=ink.found_lines,
                        smoothed=ink.smoothed)
