@@ -331,6 +331,21 @@ def test_light_digits_sitting_on_darker_rules(digits):
     assert matched(np.array(truth), boxes) >= 45 and len(boxes) <= 55
 
 
+@pytest.mark.parametrize("rule", [5, 7])
+def test_digits_sitting_on_bold_rules(digits, rule):
+    """A sheet ruled with bold lines (ruled paper seen close, a form's rules), a row of ten digits
+    on every other one: each rule is taken out by its own width, its edges too, and the digits
+    stay (its edges were left standing and joined each row into a line: 8 and 0 of 50)."""
+    img, truth = sheet(), []
+    for i, y in enumerate(range(40, 480, 40)):
+        cv2.line(img, (0, y), (639, y + 8), (150, 110, 80), rule, cv2.LINE_AA)
+        if i % 2:
+            truth += [stamp(img, first(digits, (i + k) % 10), 30 + 60 * k,
+                            round(y + 8 * (30 + 60 * k) / 639) - 28 - rule // 2, 30) for k in range(10)]
+    boxes = find_candidates(img).boxes
+    assert matched(np.array(truth), boxes) >= 45 and len(boxes) <= 55
+
+
 def test_digits_along_a_sharp_shadow_edge(digits):
     img = sheet()
     # Ballpoint digits, in a row that a shadow's edge cuts through.

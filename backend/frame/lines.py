@@ -84,7 +84,8 @@ def long_pieces(stats: np.ndarray, lh: int, lv: int) -> int:
 
 
 def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int,
-              last: Lines | None = None, grids: np.ndarray | None = None) -> tuple[np.ndarray | None, Lines | None]:
+              last: Lines | None = None, grids: np.ndarray | None = None,
+              ruled: bool = True) -> tuple[np.ndarray | None, Lines | None]:
     """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
     stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel (None if there are none),
     and the Lines found. Only pieces at least that long are looked at, so frames without lines
@@ -92,7 +93,8 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
 
     last: the Lines of the previous frame of a video (the same picture, moved a little): they are
     looked for near their places, without the Hough transform (which costs half the search);
-    the caller checks that they leave no more long pieces than they did there."""
+    the caller checks that they leave no more long pieces than they did there.
+    ruled: False for squared paper's second search, whose lines are a grid's, not bold rules."""
     h, w = mask.shape
     lh, lv = line_lengths(stats, (h, w), line_frac_w, line_frac_h, min_height_px, grids)
     if long_pieces(stats, lh, lv) == 0:
@@ -119,7 +121,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         if segs is None:
             return None, None
         drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
-    flat, steep, found, widths = drawn
+    flat, steep, found, widths, fulls = drawn
     if not found:
         return None, None
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
@@ -129,34 +131,55 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # and nearly as much as the longest line) that is thicker has its own, so a page's thick rules
     # go as its thin ones do; one that is not may be a digit's stroke seen close (found where its
     # piece was long enough).
+    # A page ruled one way with bold rules (BOLD pixels of ink across or more, four rules apart
+    # at least: ruled paper seen close or blurred, a form's bold lines) has each bold rule that
+    # spans it taken out by its own width and 2 px more, with a stroke test 3 px longer than it
+    # (up to 15): a 5-px band left its edges, which joined the digits on it into a line.
     typical = float(np.median(widths))
     ks = np.full(len(found), int(np.clip(2 * typical + 1, 5, 9)))
-    if np.clip(2 * max(widths) + 1, 5, 9) > ks[0]:  # a line thick enough for a stroke test of its own
+    thick = np.full(len(found), 5)
+    bold = (ruled and (grids is None or not grids.any()) and len({line[0] for line in found}) == 1
+            and max(fulls) >= BOLD and _distinct(found, (h, w), max(fulls)) >= 4)
+    if np.clip(2 * max(widths) + 1, 5, 9) > ks[0] or bold:  # a line thick enough for a test of its own
         spans = [_span(mask, line) for line in found]
         spanning = max(0.5, 0.8 * max(spans))
-        for i, (bare, span) in enumerate(zip(widths, spans)):
-            if bare > typical and span >= spanning:
+        for i, (bare, full, span) in enumerate(zip(widths, fulls, spans)):
+            if bold and full >= BOLD and span >= spanning:
+                ks[i], thick[i] = min(round(full) + 3, 15), round(full) + 2
+            elif bare > typical and span >= spanning:
                 ks[i] = int(np.clip(2 * bare + 1, 5, 9))
-    if (ks == ks[0]).all():  # one stroke test for all: the lines as drawn while they were found
-        bands = {int(ks[0]): (flat, steep)}
+    if (ks == ks[0]).all() and (thick == 5).all():  # one test for all: the lines as drawn while found
+        bands = {(int(ks[0]), 5): (flat, steep)}
     else:
-        bands = {int(k): (np.zeros_like(mask), np.zeros_like(mask)) for k in set(ks.tolist())}
-        for line, k in zip(found, ks.tolist()):
-            _draw(bands[k][0 if line[0] else 1], line)
+        bands = {}
+        for line, k, t in zip(found, ks.tolist(), thick.tolist()):
+            _draw(bands.setdefault((k, t), (np.zeros_like(mask), np.zeros_like(mask)))[0 if line[0] else 1], line, t)
     out = np.zeros_like(mask)
-    for k, (flat, steep) in bands.items():
+    for (k, _), (flat, steep) in bands.items():
         for band, kernel in ((flat, (k, 1)), (steep, (1, k))):
             across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones(kernel, np.uint8))
             out |= cv2.bitwise_and(band, cv2.subtract(mask, across))
     return out, Lines((h, w), found, seeded)
 
 
-def _draw(img: np.ndarray, line: tuple[bool, float, float, int, int]) -> None:
-    """Draw a line (horizontal, a, b, u0, u1) 5 pixels wide, from edge to edge of the image."""
+BOLD = 8  # pixels of ink across a rule (its full width) from which it is taken out by that width
+
+
+def _distinct(found: list, shape: tuple[int, int], thick: float) -> int:
+    """How many of the lines found (all one way) are more than twice `thick` apart at the frame's
+    middle: one thick line is often found as several side by side."""
+    horizontal = found[0][0]
+    mid = (shape[1] if horizontal else shape[0]) / 2
+    at = np.sort([a * mid + b for _, a, b, _, _ in found])
+    return 1 + int((np.diff(at) > 2 * thick).sum())
+
+
+def _draw(img: np.ndarray, line: tuple[bool, float, float, int, int], thickness: int = 5) -> None:
+    """Draw a line (horizontal, a, b, u0, u1) from edge to edge of the image."""
     horizontal, a, b = line[:3]
     h, w = img.shape
     p0, p1 = ((0, b), (w - 1, a * (w - 1) + b)) if horizontal else ((b, 0), (a * (h - 1) + b, h - 1))
-    cv2.line(img, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, 5)
+    cv2.line(img, (round(p0[0]), round(p0[1])), (round(p1[0]), round(p1[1])), 1, thickness)
 
 
 def _span(mask: np.ndarray, line: tuple[bool, float, float, int, int]) -> float:
@@ -171,12 +194,13 @@ def _span(mask: np.ndarray, line: tuple[bool, float, float, int, int]) -> float:
 
 def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int):
     """The lines along segments (N, 4) x0, y0, x1, y1 of the mask, each refitted to the ink in
-    a band this wide around it and drawn edge to edge: (flat, steep, found, widths), the
+    a band this wide around it and drawn edge to edge: (flat, steep, found, widths, fulls), the
     horizontal and the vertical lines drawn 5 pixels wide, each line's (horizontal, a, b, u0, u1),
-    and how thick its bare ink is (the lower quartile over its length, pixels)."""
+    how thick its bare ink is (the lower quartile over its length, pixels) and how wide its ink
+    is in all (the median within 6 pixels either side, pixels)."""
     h, w = mask.shape
     flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-    found, widths = [], []
+    found, widths, fulls = [], [], []
     r = band // 2 + 1
     for x0, y0, x1, y1 in np.clip(segs, 0, [w - 1, h - 1, w - 1, h - 1]).tolist():
         horizontal = abs(x1 - x0) >= abs(y1 - y0)
@@ -232,4 +256,6 @@ def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int)
             _draw(drawn, found[-1])
             on = ink_at(-3, -2, -1, 0, 1, 2, 3).sum(0)
             widths.append(percentile(on[on > 0], 25))
-    return flat, steep, found, widths
+            on = ink_at(*range(-6, 7)).sum(0)
+            fulls.append(percentile(on[on > 0], 50))
+    return flat, steep, found, widths, fulls
