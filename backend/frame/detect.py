@@ -1021,7 +1021,7 @@ def stands_out(boxes: np.ndarray, masks: list[np.ndarray], work: np.ndarray, ink
     # The rules of ruled paper taken out are no texture of the paper either: a rule darker than
     # the pale or pencilled digits written on it was most of their surroundings, and none stood
     # out. A grid's lines, which leave fragments as they cross, stay in.
-    ruled = ink.found_lines is not None and len({line[0] for line in ink.found_lines.found}) == 1
+    ruled = ink.found_lines is not None and ink.found_lines.one_way
     mask = cv2.bitwise_or(ink.mask, ink.lines) if ruled else ink.mask
     bg, near_ink = ink.background, np.ones((5, 5), np.uint8)
     x, y, bw, bh = (boxes[:, i].astype(np.int64) for i in range(4))

@@ -40,6 +40,11 @@ class Lines:
     seeded: bool = False
     left: int = 0
 
+    @property
+    def one_way(self) -> bool:
+        """All the lines run one way: ruled paper, not a grid."""
+        return len({line[0] for line in self.found}) == 1
+
 
 def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, line_frac_h: float,
                  min_height_px: int, grids: np.ndarray | None = None) -> tuple[int, int]:
@@ -135,11 +140,12 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # at least: ruled paper seen close or blurred, a form's bold lines) has each bold rule that
     # spans it taken out by its own width and 2 px more, with a stroke test 3 px longer than it
     # (up to 15): a 5-px band left its edges, which joined the digits on it into a line.
+    lines = Lines((h, w), found, seeded)
     typical = float(np.median(widths))
     ks = np.full(len(found), int(np.clip(2 * typical + 1, 5, 9)))
     thick = np.full(len(found), 5)
-    bold = (ruled and (grids is None or not grids.any()) and len({line[0] for line in found}) == 1
-            and max(fulls) >= BOLD and _distinct(found, (h, w), max(fulls)) >= 4)
+    bold = (ruled and (grids is None or not grids.any()) and lines.one_way and max(fulls) >= BOLD
+            and _distinct(found, (h, w), max(fulls)) >= 4)
     if np.clip(2 * max(widths) + 1, 5, 9) > ks[0] or bold:  # a line thick enough for a test of its own
         spans = [_span(mask, line) for line in found]
         spanning = max(0.5, 0.8 * max(spans))
@@ -159,7 +165,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         for band, kernel in ((flat, (k, 1)), (steep, (1, k))):
             across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones(kernel, np.uint8))
             out |= cv2.bitwise_and(band, cv2.subtract(mask, across))
-    return out, Lines((h, w), found, seeded)
+    return out, lines
 
 
 BOLD = 8  # pixels of ink across a rule (its full width) from which it is taken out by that width
@@ -254,8 +260,9 @@ def _draw_lines(mask: np.ndarray, segs: np.ndarray, lh: int, lv: int, band: int)
                 continue
             found.append((horizontal, a, b, int(u.min()), int(u.max())))
             _draw(drawn, found[-1])
-            on = ink_at(-3, -2, -1, 0, 1, 2, 3).sum(0)
+            near = ink_at(*range(-6, 7))  # 6 pixels either side; the bare ink within 3
+            on = near[3:10].sum(0)
             widths.append(percentile(on[on > 0], 25))
-            on = ink_at(*range(-6, 7)).sum(0)
+            on = near.sum(0)
             fulls.append(percentile(on[on > 0], 50))
     return flat, steep, found, widths, fulls
