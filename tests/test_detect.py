@@ -286,9 +286,8 @@ BLURRED_RULES = (Path(__file__).resolve().parents[2] / "shared" / "realworld" / 
 @pytest.mark.skipif(not BLURRED_RULES.is_file(), reason="the development photos are not beside the project")
 def test_big_digits_on_ruled_paper_out_of_focus():
     """Six digits 140 px tall written across the rules of a notebook, the photo out of focus (a
-    3-px blur): the rules' fragments that the line search leaves look like a page of small
-    digits, and the closer look at them finds rules and nothing else; the first look's digits
-    are the frame's (nothing was found)."""
+    3-px blur): the blurred rules are taken out whole, not left as fragments that look like a
+    page of small digits, whose closer look found only rules (nothing was found)."""
     boxes = find_candidates(cv2.GaussianBlur(cv2.imread(str(BLURRED_RULES)), (0, 0), 3)).boxes
     assert len(boxes) == 6 and (boxes[:, 3] > 100).all()
 

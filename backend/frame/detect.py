@@ -856,9 +856,9 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
             closer = _resize(gray, s1)
             found = _candidates_at(closer, cfg, last=polarity)
             if len(found[1]) == 0:
-                # Nothing there: the small pieces were not digits (a blurred rule's fragments,
-                # left by the line search); the first look's candidates tall enough to be read at
-                # its size are the frame's digits, if it has any.
+                # Nothing there: the small pieces were not digits (fragments of rules or of noise);
+                # the first look's candidates tall enough to be read at its size are the frame's
+                # digits, if it has any.
                 if pieces.page_height is not None:  # the first look only measured them
                     ink, boxes, masks = _candidates_at(work, cfg, (ink, pieces))
                 tall = np.flatnonzero(boxes[:, 3] >= cfg.min_digit_px)
