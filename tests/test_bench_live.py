@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from backend.bench import bench_live
+from backend.bench.real_pages import SETS, real_page
 from backend.bench.live_clips import Glyph, make_clip
 from backend.frame.detections import box_iou
 from backend.live.tracking import TrackerConfig
@@ -47,3 +48,20 @@ def test_the_benchmark_scores_a_clip(pipeline):
     assert fig.frames == 12 - bench_live.WARMUP and fig.pairs == fig.frames - 1
     assert 0 <= fig.correct <= fig.digits and 0 < fig.calls <= fig.candidates
     assert "accuracy" in fig.line("tracked") and len(fig.readings) == 12
+
+
+@pytest.mark.parametrize("kind", range(len(SETS)))
+def test_real_pages_hold_lines_of_digits_with_their_boxes(kind):
+    size, heights, ruled, blur = SETS[kind]
+    frame, boxes, labels = real_page(GLYPHS, np.random.default_rng(kind), size, heights, ruled, blur)
+    again = real_page(GLYPHS, np.random.default_rng(kind), size, heights, ruled, blur)
+    assert np.array_equal(frame, again[0]) and frame.shape == (size[1], size[0], 3)
+    assert len(boxes) == len(labels) >= 100  # a page, hundreds of digits
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 0] + boxes[:, 2] <= size[0]).all()
+    assert (boxes[:, 1] + boxes[:, 3] <= size[1]).all()
+    assert heights[0] - 1 <= np.median(boxes[:, 3]) <= 1.1 * heights[1]
+    iou = box_iou(boxes, boxes) - np.eye(len(boxes))
+    assert iou.max() < 0.3  # side by side, not on top of each other
+    ink = frame[..., 0] < np.median(frame[..., 0]) - 40
+    for x, y, w, h in boxes[::7]:  # each box holds its digit's ink
+        assert ink[y:y + h, x:x + w].any()

@@ -25,6 +25,7 @@ class PreprocessConfig:
     canvas: int = 3  # stroke width is measured and changed at this multiple of the 20 px fit
     ink_lo: float = 0.3  # ink below this fraction of the digit's own ink level is background...
     ink_hi: float = 0.7  # ...and above this fraction it is full white, like MNIST's stroke cores
+    small_ink_hi: float = 1.0  # the same for digits under FIT_SIZE px tall (see _ink_crop)
 
 
 def _ink_crop(c: Candidates, i: int, box: list[int], level: float, cfg: PreprocessConfig) -> np.ndarray:
@@ -44,7 +45,11 @@ def _ink_crop(c: Candidates, i: int, box: list[int], level: float, cfg: Preproce
     m = cv2.resize(c.masks[i], (w, h), interpolation=cv2.INTER_NEAREST)
     m = cv2.copyMakeBorder(m, y - y0, y1 - y - h, x - x0, x1 - x - w, cv2.BORDER_CONSTANT, value=0)
     m = cv2.dilate(m, _disk(2 * pad - 1))
-    lo, hi = cfg.ink_lo * level, cfg.ink_hi * level
+    # A digit smaller than MNIST's 20-px box is written with strokes a pixel or two wide, which
+    # the camera's blur spreads as wide again: cut at ink_hi of its darkness, each stroke came out
+    # as wide as its blur and the small loops of 8s, 9s and 6s filled (read as 1s, 7s and 0s).
+    # There only its own ink level is full white.
+    lo, hi = cfg.ink_lo * level, (cfg.ink_hi if h >= FIT_SIZE else cfg.small_ink_hi) * level
     # Ink (1 - gray / background), stretched from [lo, hi] to [0, 1]: (1 - lo) / (hi - lo) - gray /
     # (background * (hi - lo)), in two calls.
     span = max(hi - lo, 1e-3)
