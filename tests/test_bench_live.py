@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from backend.bench import bench_live
+from backend.bench import real_pages
 from backend.bench.real_pages import SETS, real_page
 from backend.bench.live_clips import Glyph, make_clip
 from backend.frame.detections import box_iou
@@ -65,3 +66,8 @@ def test_real_pages_hold_lines_of_digits_with_their_boxes(kind):
     ink = frame[..., 0] < np.median(frame[..., 0]) - 40
     for x, y, w, h in boxes[::7]:  # each box holds its digit's ink
         assert ink[y:y + h, x:x + w].any()
+
+
+def test_real_pages_without_the_photos_says_so(tmp_path):
+    with pytest.raises(SystemExit, match="no .*labels.tsv"):
+        real_pages.main(["--realworld", str(tmp_path)])

@@ -3,9 +3,9 @@
   python -m backend.bench.real_pages [--realworld ../shared/realworld] [--pages 4]
 
 The digits cut from the photos of `../shared/realworld` (`live_clips.cut_digits`: 361 digits of
-13 writers) are written in lines across a sheet, 12-18 px tall in a 640x480 frame and 18-28 px in a 1280x720 one,
-on plain and on ruled paper (each line just above its rule), then the camera's blur and noise. The
-synthetic pages of `backend.bench.benchmark` are MNIST's hand; these are other people's, at the
+13 writers) are written in lines across a sheet, 12-18 px tall in a 640x480 frame and 18-28 px in
+a 1280x720 one, on plain and on ruled paper (each line just above its rule), then the camera's
+blur and noise. The synthetic pages of `backend.bench.benchmark` are MNIST's hand; these are other people's, at the
 sizes where a whole page in view puts them. Prints, per set, the digits found and read right
 (`benchmark.score_frame`) and those accepted, of those placed. Asserts nothing.
 """
@@ -72,9 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     from backend.frame.pipeline import Pipeline
     from backend.model.recognizer import Recognizer, RecognizerConfig
 
+    if not (Path(args.realworld) / "labels.tsv").is_file():
+        raise SystemExit(f"error: no {Path(args.realworld) / 'labels.tsv'} (the photos' folder: --realworld DIR)")
     glyphs = cut_digits(args.realworld)
     if not glyphs:
-        raise SystemExit(f"error: no digits cut from {args.realworld} (labels.tsv and frames1280/ expected)")
+        raise SystemExit(f"error: no digits cut from {args.realworld} (its frames1280/ photos expected)")
     pipe = Pipeline(Recognizer(args.checkpoint, RecognizerConfig("cpu", args.backend, 1)))
     rng = np.random.default_rng(7)
     total = np.zeros(4, np.int64)
