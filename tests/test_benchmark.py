@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from backend.bench import bench_live, benchmark, photos
-from backend.frame.synth import SceneConfig, demo_digits, scenes
+from backend.frame.synth import SceneConfig, demo_digits, digit_heights, scenes
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = str(ROOT / "artifacts" / "digits_vit_fast.pt")
@@ -20,8 +20,8 @@ SCORE = ROOT.parent / "shared" / "tools" / "score.py"
 
 
 def test_digit_heights_fit_the_sheet():
-    assert benchmark.digit_heights(1280, 720, 200) == (22, 34)
-    lo, hi = benchmark.digit_heights(640, 480, 1)
+    assert digit_heights(1280, 720, 200) == (22, 34)
+    lo, hi = digit_heights(640, 480, 1)
     assert lo < hi == 120  # one digit: at most a quarter of the frame's height
 
 

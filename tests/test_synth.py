@@ -83,8 +83,7 @@ def test_pages_of_small_digits_for_fine_tuning(digits, mnist_dir, tmp_path):
     """`--pages`: 640x480 pages of 200 digits 13-20 px tall, their crops labelled; a faint digit
     written that small, with no pixel half inked, has its box where its ink is darkest."""
     faint = (digits[0][:50] * 0.3).astype(np.uint8), digits[1][:50]
-    cfg = synth.SceneConfig(min_digits=200, max_digits=200, min_height=13, max_height=20, closeup_p=0.0)
-    sc = synth.render_scene(np.random.default_rng(0), *faint, cfg)
+    sc = synth.render_scene(np.random.default_rng(0), *faint, synth.page_config(640, 480, 200))
     assert len(sc.labels) >= 150 and (sc.boxes[:, 2:] >= 1).all() and (sc.boxes[:, 3] <= 26).all()
     out = tmp_path / "crops.npz"
     assert synth.main(["--scenes", "0", "--pages", "1", "--data-dir", str(mnist_dir), "--out", str(out)]) == 0

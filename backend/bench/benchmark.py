@@ -81,28 +81,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def digit_heights(w: int, h: int, n: int) -> tuple[int, int]:
-    """(min, max) ink height in pixels for `n` digits to fit a w x h sheet: half the side of each
-    digit's share of the frame, at most a quarter of the frame's height (200 digits at 1280x720:
-    22-34 px; at 640x480: 13-20 px)."""
-    hi = round(min(0.25 * h, 0.5 * np.sqrt(w * h / n)))
-    return round(0.65 * hi), hi
-
-
 def synthetic_sets(n_frames: int, data_dir: str | None, sizes=SIZES, counts=DIGITS, seed: int = 0) -> list[FrameSet]:
     """Camera-like sheets from backend.frame.synth holding n digits each (fewer where they do not fit:
     the truth says how many were placed)."""
     from backend.frame.mnist import mnist_arrays
-    from backend.frame.synth import SceneConfig, scenes
+    from backend.frame.synth import page_config, scenes
 
     digits = mnist_arrays(data_dir)
     out = []
     for w, h in sizes:
         for n in counts:
-            lo, hi = digit_heights(w, h, n)
-            cfg = SceneConfig(width=w, height=h, min_digits=n, max_digits=n, min_height=lo, max_height=hi,
-                              closeup_p=0.0)
-            ss = list(scenes(n_frames, seed, cfg, digits=digits))
+            ss = list(scenes(n_frames, seed, page_config(w, h, n), digits=digits))
             out.append(FrameSet(f"synth{w}x{h}/{n}", [s.image for s in ss], [(s.boxes, s.labels) for s in ss]))
             if n == max(counts):  # the first sheet held up to a camera: the same page, fresh sensor noise
                 rng = np.random.default_rng(seed)

@@ -55,6 +55,20 @@ class SceneConfig:
     jpeg_quality: tuple[int, int] = (55, 95)  # JPEG quality range
 
 
+def digit_heights(w: int, h: int, n: int) -> tuple[int, int]:
+    """(min, max) ink height in pixels for `n` digits to fit a w x h sheet: half the side of each
+    digit's share of the frame, at most a quarter of the frame's height (200 digits at 1280x720:
+    22-34 px; at 640x480: 13-20 px)."""
+    hi = round(min(0.25 * h, 0.5 * np.sqrt(w * h / n)))
+    return round(0.65 * hi), hi
+
+
+def page_config(w: int, h: int, n: int) -> SceneConfig:
+    """A w x h frame filled by a page of `n` digits (fewer where they do not fit), no close-up."""
+    lo, hi = digit_heights(w, h, n)
+    return SceneConfig(width=w, height=h, min_digits=n, max_digits=n, min_height=lo, max_height=hi, closeup_p=0.0)
+
+
 @dataclass
 class Scene:
     image: np.ndarray  # (H, W, 3) uint8 BGR
@@ -360,10 +374,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also this many 640x480 pages of 200 digits 13-20 px tall (a whole page in view)")
     p.add_argument("--out", required=True, help="output .npz with images (N, 28, 28) uint8 and labels (N,)")
     args = p.parse_args(argv)
-    page = SceneConfig(min_digits=200, max_digits=200, min_height=13, max_height=20, closeup_p=0.0)
     try:
         pairs = list(pipeline_crops(args.scenes, args.seed, args.data_dir, train=True))
-        pairs += list(pipeline_crops(args.pages, args.seed + 1, args.data_dir, train=True, cfg=page))
+        pairs += list(pipeline_crops(args.pages, args.seed + 1, args.data_dir, train=True, cfg=page_config(640, 480, 200)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
