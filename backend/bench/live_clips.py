@@ -21,10 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from backend.errors import UserError
 from backend.frame.detect import DetectConfig, find_candidates
 from backend.frame.preprocess import stroke_width
 from backend.frame.reading import reading_order
 
+REALWORLD = Path(__file__).resolve().parents[3] / "shared" / "realworld"  # the development photos, beside the project
 SIZE = (640, 480)  # frame width, height
 FRAMES = 60
 PENS = [(30, 30, 30), (120, 50, 25), (85, 85, 85), (45, 40, 170)]  # BGR: black, blue, pencil, red
@@ -111,9 +113,11 @@ class Event:
 def cut_digits(realworld: str | Path) -> list[Glyph]:
     """The digits of every photo in `realworld/labels.tsv` whose detected candidates match its label
     one to one (same count, same number of lines); '?' digits are skipped."""
-    realworld = Path(realworld)
-    glyphs = []
-    for row in (realworld / "labels.tsv").read_text().splitlines()[1:]:
+    labels = Path(realworld) / "labels.tsv"
+    if not labels.is_file():
+        raise UserError(f"no {labels} (the photos' folder: --realworld DIR)")
+    realworld, glyphs = labels.parent, []
+    for row in labels.read_text().splitlines()[1:]:
         name, expected = row.split("\t")[:2]
         img = cv2.imread(str(realworld / "frames1280" / name))
         if img is None:
@@ -391,7 +395,7 @@ def clips(realworld: str | Path, n: int = 12, steady: bool = False, frames: int 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--realworld", default=str(Path(__file__).resolve().parents[3] / "shared" / "realworld"))
+    p.add_argument("--realworld", default=str(REALWORLD))
     p.add_argument("--sheet", default=None, help="write the contact sheet of the cut digits to this PNG")
     p.add_argument("--clip", type=int, default=None, help="write clip N (see KINDS) ...")
     p.add_argument("--steady", action="store_true", help="... the steady version")

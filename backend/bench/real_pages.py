@@ -12,13 +12,13 @@ sizes where a whole page in view puts them. Prints, per set, the digits found an
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from backend.bench.benchmark import score_frame
-from backend.bench.live_clips import Glyph, cut_digits
+from backend.bench.live_clips import REALWORLD, Glyph, cut_digits
+from backend.errors import UserError
 from backend.process import tune_process
 
 # (frame size, digit heights, ruled, blur sigma)
@@ -63,7 +63,7 @@ def real_page(glyphs: list[Glyph], rng: np.random.Generator, size: tuple[int, in
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--realworld", default=str(Path(__file__).resolve().parents[3] / "shared" / "realworld"))
+    p.add_argument("--realworld", default=str(REALWORLD))
     p.add_argument("--pages", type=int, default=4, help="pages per set")
     p.add_argument("--checkpoint", default=None, help="default: the shipped model")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from backend.frame.pipeline import Pipeline
     from backend.model.recognizer import Recognizer, RecognizerConfig
 
-    if not (Path(args.realworld) / "labels.tsv").is_file():
-        raise SystemExit(f"error: no {Path(args.realworld) / 'labels.tsv'} (the photos' folder: --realworld DIR)")
-    glyphs = cut_digits(args.realworld)
+    try:
+        glyphs = cut_digits(args.realworld)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
     if not glyphs:
         raise SystemExit(f"error: no digits cut from {args.realworld} (its frames1280/ photos expected)")
     pipe = Pipeline(Recognizer(args.checkpoint, RecognizerConfig("cpu", args.backend, 1)))
