@@ -1,12 +1,11 @@
 """Detection: every digit of a synthetic scene found, nothing found where there is no digit."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
+from backend.bench.live_clips import REALWORLD
 from backend.frame import detect, synth
 from backend.frame.detect import DetectConfig, _near_pairs, components, find_candidates, to_gray, work_scale
 from backend.frame.lines import fit_line
@@ -279,8 +278,7 @@ def test_a_long_stroke_beside_a_page_of_digits_is_no_close_up(digits):
     assert matched(np.array(truth), found) == len(found) == 40
 
 
-BLURRED_RULES = (Path(__file__).resolve().parents[2] / "shared" / "realworld" / "frames1280"
-                 / "adelian14_Handwritten-Digit-Recognition_digits.jpg")
+BLURRED_RULES = REALWORLD / "frames1280" / "adelian14_Handwritten-Digit-Recognition_digits.jpg"
 
 
 @pytest.mark.skipif(not BLURRED_RULES.is_file(), reason="the development photos are not beside the project")
