@@ -28,23 +28,35 @@ class PreprocessConfig:
     small_ink_hi: float = 1.0  # the same for digits under FIT_SIZE px tall (see _ink_crop)
 
 
-def _ink_crop(c: Candidates, i: int, box: list[int], level: float, cfg: PreprocessConfig) -> np.ndarray:
-    """Candidate i (its box as Python ints, its ink level from ink_levels) as a tight (h, w)
-    float32 ink image in [0, 1] at full resolution."""
-    x, y, w, h = box
-    H, W = c.gray.shape
+def _regions(c: Candidates, boxes: np.ndarray) -> np.ndarray:
+    """(N, 8) int64 per candidate box (N, 4) of the full frame: the box grown by a working pixel
+    and one more (x0, y0, x1, y1), inside the frame, and the same region in working pixels
+    (bx0, by0, bx1, by1), at least a pixel. For all the crops at once: a page has hundreds, and
+    each crop's Python arithmetic cost more than an OpenCV call."""
     pad = math.ceil(1.0 / c.scale) + 1
-    x0, y0, x1, y1 = max(0, x - pad), max(0, y - pad), min(W, x + w + pad), min(H, y + h + pad)
+    (H, W), (bh, bw), s = c.gray.shape, c.background.shape, c.scale
+    x, y, w, h = boxes.astype(np.int64).T
+    x0, y0 = np.maximum(0, x - pad), np.maximum(0, y - pad)
+    x1, y1 = np.minimum(W, x + w + pad), np.minimum(H, y + h + pad)
+    bx0, by0 = np.minimum((x0 * s).astype(np.int64), bw - 1), np.minimum((y0 * s).astype(np.int64), bh - 1)
+    bx1 = np.maximum(bx0 + 1, np.minimum(bw, np.ceil(x1 * s).astype(np.int64)))
+    by1 = np.maximum(by0 + 1, np.minimum(bh, np.ceil(y1 * s).astype(np.int64)))
+    return np.stack([x0, y0, x1, y1, bx0, by0, bx1, by1], 1)
+
+
+def _ink_crop(c: Candidates, i: int, box: list[int], region: list[int], level: float, grow: np.ndarray,
+              cfg: PreprocessConfig) -> np.ndarray:
+    """Candidate i (its box and _regions row as Python ints, its ink level from ink_levels, the
+    disk that grows its mask by a working pixel) as a tight (h, w) float32 ink image in [0, 1] at
+    full resolution."""
+    x, y, w, h = box
+    x0, y0, x1, y1, bx0, by0, bx1, by1 = region
     # The background at working resolution, over the same region, brought to crop size.
-    s = c.scale
-    bh, bw = c.background.shape
-    bx0, by0 = min(int(x0 * s), bw - 1), min(int(y0 * s), bh - 1)
-    bx1, by1 = max(bx0 + 1, min(bw, math.ceil(x1 * s))), max(by0 + 1, min(bh, math.ceil(y1 * s)))
     bg = cv2.resize(c.paper[by0:by1, bx0:bx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    # This digit's own pieces, grown by a working pixel, at full resolution.
-    m = cv2.resize(c.masks[i], (w, h), interpolation=cv2.INTER_NEAREST)
-    m = cv2.copyMakeBorder(m, y - y0, y1 - y - h, x - x0, x1 - x - w, cv2.BORDER_CONSTANT, value=0)
-    m = cv2.dilate(m, _disk(2 * pad - 1))
+    # This digit's own pieces, at full resolution in the region, grown by a working pixel.
+    m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.resize(c.masks[i], (w, h), dst=m[y - y0:y - y0 + h, x - x0:x - x0 + w], interpolation=cv2.INTER_NEAREST)
+    m = cv2.dilate(m, grow)
     # A digit smaller than MNIST's 20-px box is written with strokes a pixel or two wide, which
     # the camera's blur spreads as wide again: cut at ink_hi of its darkness, each stroke came out
     # as wide as its blur and the small loops of 8s, 9s and 6s filled (read as 1s, 7s and 0s).
@@ -143,8 +155,10 @@ def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, star
     stop = len(c.boxes) if stop is None else min(stop, len(c.boxes))
     out = np.zeros((max(0, stop - start), IMG_SIZE, IMG_SIZE), np.uint8)
     levels = ink_levels(c.ink, c.masks[start:stop], c.boxes_work[start:stop].tolist()).tolist()
-    for k, (box, level) in enumerate(zip(c.boxes[start:stop].tolist(), levels)):
-        out[k] = fit_and_centre(normalise_stroke(_ink_crop(c, start + k, box, level, cfg), cfg))
+    grow = _disk(2 * math.ceil(1.0 / c.scale) + 1)  # a working pixel, at full resolution
+    boxes = c.boxes[start:stop]
+    for k, (box, region, level) in enumerate(zip(boxes.tolist(), _regions(c, boxes).tolist(), levels)):
+        out[k] = fit_and_centre(normalise_stroke(_ink_crop(c, start + k, box, region, level, grow, cfg), cfg))
     return out
 
 
