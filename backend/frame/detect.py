@@ -568,8 +568,9 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
     """The ink masks with the ruled lines, a margin, a fold taken out (the digits on them stay);
     the same masks where there are none. last: the lines the previous frame of a video held."""
     def search(mask: np.ndarray, stats: np.ndarray, seed: Lines | None = None, grids: np.ndarray | None = None,
-               ruled: bool = True):
-        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, seed, grids, ruled)
+               ruled: bool = True, printed: float | None = None):
+        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, seed, grids, ruled,
+                         ink.ink, printed)
 
     def long_left(pieces: tuple[int, np.ndarray, np.ndarray]) -> int:
         return long_pieces(pieces[2], *line_lengths(pieces[2], ink.mask.shape, cfg.line_frac_w, cfg.line_frac_h,
@@ -584,7 +585,7 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
     if left and not found.seeded:
         # Squared paper: the Hough transform follows one direction of a grid, whose lines hold
         # the other's together; once they are out, the others are searched for again.
-        more, again = search(mask, pieces[2], ruled=False)
+        more, again = search(mask, pieces[2], ruled=False, printed=found.printed)
         if more is not None:
             lines, mask = cv2.bitwise_or(lines, more), cv2.subtract(mask, more)
             pieces = components(mask)
