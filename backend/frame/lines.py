@@ -114,7 +114,11 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
         segs = [(u0, a * u0 + b, u1, a * u1 + b) if hor else (a * u0 + b, u0, a * u1 + b, u1)
                 for hor, a, b, u0, u1 in last.found]
         drawn = _draw_lines(mask, np.rint(segs).astype(int), lh, lv, band=9)
-        if not drawn[2]:  # none is there any more
+        # Searched afresh when one is not there any more: a line left in the mask joins the digits
+        # on it into one piece, which leaves no more long pieces than before where one of them was
+        # long already (a close-up 7 on squared paper, its bar along a grid line: the row across
+        # the frame read as one candidate, then none).
+        if not _all_found(last.found, drawn[2], (h, w)):
             drawn = None
     seeded = drawn is not None
     if drawn is None:
@@ -229,6 +233,17 @@ def _darkness(mask: np.ndarray, ink: np.ndarray, found: list) -> np.ndarray:
 
 
 BOLD = 8  # pixels of ink across a rule (its full width) from which it is taken out by that width
+
+
+def _all_found(before: list, now: list, shape: tuple[int, int]) -> bool:
+    """Whether each of the lines found `before` (horizontal, a, b, u0, u1) is found `now`: a line
+    the same way within 6 pixels of it at the frame's middle."""
+    def at(line: tuple) -> tuple[bool, float]:
+        horizontal, a, b = line[:3]
+        return horizontal, a * (shape[1] if horizontal else shape[0]) / 2 + b
+
+    here = [at(line) for line in now]
+    return all(any(h == g and abs(v - u) <= 6 for g, u in here) for h, v in map(at, before))
 
 
 def _distinct(found: list, shape: tuple[int, int], thick: float) -> int:
