@@ -576,16 +576,25 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
         return long_pieces(pieces[2], *line_lengths(pieces[2], ink.mask.shape, cfg.line_frac_w, cfg.line_frac_h,
                                                     cfg.min_height_px))
 
-    lines, found = search(ink.mask, ink.pieces[2], last, grid_pieces(*ink.pieces[1:], cfg.line_frac_w, cfg.line_frac_h))
+    grids = grid_pieces(*ink.pieces[1:], cfg.line_frac_w, cfg.line_frac_h)
+    lines, found = search(ink.mask, ink.pieces[2], last, grids)
     if lines is None:
         return ink
     mask = cv2.subtract(ink.mask, lines)
     pieces = components(mask)
     left = long_left(pieces)
-    if left and not found.seeded:
+    squared = grids is not None and grids.any() and found.one_way
+    if (left or squared) and not found.seeded:
         # Squared paper: the Hough transform follows one direction of a grid, whose lines hold
-        # the other's together; once they are out, the others are searched for again.
-        more, again = search(mask, pieces[2], ruled=False, printed=found.printed)
+        # the other's together; once they are out, the others are searched for again. What is
+        # left of a grid is as large as lines both ways, and not a typical piece of ink even
+        # where too few of its lines are left to close a cell (one row missed: its columns and
+        # every digit on them were one piece, by whose height nothing was long, and nothing was
+        # searched for or found).
+        h, w = mask.shape
+        st = pieces[2][1:]
+        rest = (st[:, 2] >= cfg.line_frac_w * w) & (st[:, 3] >= cfg.line_frac_h * h) if squared else None
+        more, again = search(mask, pieces[2], grids=rest, ruled=False, printed=found.printed)
         if more is not None:
             lines, mask = cv2.bitwise_or(lines, more), cv2.subtract(mask, more)
             pieces = components(mask)

@@ -60,7 +60,13 @@ def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, 
     # Several pieces as long as lines (a grid's columns once its rows are out) are not typical
     # either; a close-up's one tall digit is.
     long = (st[:, 2] >= lh) | (st[:, 3] >= lv)
-    usual = (st[:, 3] >= min_height_px) & (st[:, 4] >= 10) & ~(long & (np.count_nonzero(long) >= 3))
+    # Nor is a hair-thin line (what plausible rejects as one: a grid's column cut off by the
+    # frame's edge from the rest of the grid set the typical height at 480 px, and no line was
+    # looked for).
+    short_side = np.minimum(st[:, 2], st[:, 3])
+    hair = (np.maximum(st[:, 2], st[:, 3]) > 12 * short_side) & (short_side < 0.01 * max(h, w))
+    usual = ((st[:, 3] >= min_height_px) & (st[:, 4] >= 10) & ~(long & (np.count_nonzero(long) >= 3))
+             & ~(long & hair))
     sized = st[usual if grids is None else usual & ~grids, 3]
     typical = float(np.median(sized)) if len(sized) else 0.0
     return max(lh, int(2.5 * typical)), max(lv, int(2.5 * typical))
