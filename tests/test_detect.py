@@ -365,6 +365,25 @@ def test_touching_neighbours_are_split(digits):
     assert abs(int(c.boxes[:, 0].min()) - 200) <= 3 and abs(int(c.boxes[:, 0].max()) - x0) <= 15
 
 
+def test_a_page_of_faint_rules_moved_by_parts_of_a_pixel(digits):
+    """A 1280x720 page of 200 small digits on faint rules, which break into dashes, moved by parts
+    of a pixel in 6 steps. The line search ran only where a piece of ink was a line long; in one
+    position no piece was (the row sitting on a rule joined only some of its dashes, 301 of 924
+    working pixels), no rule was searched for, and the 15 digits of that row were lost with it.
+    A piece half a line long is searched too: every position finds about as many digits."""
+    lo, hi = synth.digit_heights(1280, 720, 200)
+    cfg = synth.SceneConfig(width=1280, height=720, min_digits=200, max_digits=200, min_height=lo, max_height=hi,
+                            closeup_p=0.0, ruled_p=1.0, light_on_dark_p=0.0)
+    page = next(synth.scenes(1, 4, cfg, digits=digits))
+    found = []
+    for t in range(6):
+        dx, dy = 0.7 * t, 0.45 * t
+        moved = cv2.warpAffine(page.image, np.float32([[1, 0, dx], [0, 1, dy]]), (1280, 720),
+                               borderMode=cv2.BORDER_REPLICATE)
+        found.append(matched(page.boxes + np.round([dx, dy, 0, 0]).astype(int), find_candidates(moved).boxes))
+    assert min(found) >= max(found) - 3 and min(found) >= 195, found
+
+
 def test_digits_on_ruled_paper(digits):
     img = sheet()
     for y in range(30, 480, 42):  # faint blue rules, tilted like a sheet that is not square on

@@ -100,8 +100,8 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
               ink: np.ndarray | None = None, printed: float | None = None) -> tuple[np.ndarray | None, Lines | None]:
     """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
     stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel (None if there are none),
-    and the Lines found. Only pieces at least that long are looked at, so frames without lines
-    cost nothing.
+    and the Lines found. Only frames with a piece of ink at least that long, or a flat one half
+    that long, are searched, so frames without lines cost nothing.
 
     last: the Lines of the previous frame of a video (the same picture, moved a little): they are
     looked for near their places, without the Hough transform (which costs half the search);
@@ -112,7 +112,13 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     found them (None: from the lines found here)."""
     h, w = mask.shape
     lh, lv = line_lengths(stats, (h, w), line_frac_w, line_frac_h, min_height_px, grids)
-    if long_pieces(stats, lh, lv) == 0:
+    # A faint rule breaks into dashes, and the row of digits on it joins some of them into a flat
+    # piece half a line long: searched too (such a page, moved by parts of a pixel, had no piece a
+    # line long in some positions, and the row on its rule was lost with it). Not a close-up
+    # digit's stroke half a line long: a search then took a 7's broken bar for a line.
+    st = stats[1:]
+    flat = ((st[:, 2] >= lh // 2) & (st[:, 2] >= 4 * st[:, 3])) | ((st[:, 3] >= lv // 2) & (st[:, 3] >= 4 * st[:, 2]))
+    if long_pieces(stats, lh, lv) == 0 and not flat.any():
         return None, None
     drawn = None
     if last is not None and last.shape == (h, w) and last.found:
