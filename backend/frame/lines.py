@@ -117,8 +117,8 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # line long in some positions, and the row on its rule was lost with it). Not a close-up
     # digit's stroke half a line long: a search then took a 7's broken bar for a line.
     st = stats[1:]
-    flat = ((st[:, 2] >= lh // 2) & (st[:, 2] >= 4 * st[:, 3])) | ((st[:, 3] >= lv // 2) & (st[:, 3] >= 4 * st[:, 2]))
-    if long_pieces(stats, lh, lv) == 0 and not flat.any():
+    half = ((st[:, 2] >= lh // 2) & (st[:, 2] >= 4 * st[:, 3])) | ((st[:, 3] >= lv // 2) & (st[:, 3] >= 4 * st[:, 2]))
+    if long_pieces(stats, lh, lv) == 0 and not half.any():
         return None, None
     drawn = None
     if last is not None and last.shape == (h, w) and last.found:
