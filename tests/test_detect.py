@@ -313,25 +313,6 @@ def test_big_digits_on_ruled_paper_out_of_focus():
     assert len(boxes) == 6 and (boxes[:, 3] > 100).all()
 
 
-SQUARED_CLOSE_UPS = [REALWORLD / "frames1280" / f"hikaruikebe_mnist-repo_{d}.jpg" for d in (7, 9)]
-
-
-@pytest.mark.skipif(not all(p.is_file() for p in SQUARED_CLOSE_UPS),
-                    reason="the development photos are not beside the project")
-@pytest.mark.parametrize("side", [128, 160, 200])
-def test_a_close_up_on_squared_paper_keeps_its_long_straight_strokes(side):
-    """A 7 and a 9 in black pen, each filling a photo of squared paper, made 128-200 px: the 7's
-    bar and the 9's stem are as long as lines, but many times darker than the printed grid, and
-    end on the sheet. They stay in the digit (the 9 at 200 px lost its stem, the 7 at 128 px the
-    left of its bar), whose box is the one it has at full size, scaled."""
-    for path in SQUARED_CLOSE_UPS:
-        photo = cv2.imread(str(path))
-        (full,) = find_candidates(photo).boxes
-        s = side / max(photo.shape[:2])
-        boxes = find_candidates(cv2.resize(photo, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)).boxes
-        assert len(boxes) == 1 and np.allclose(boxes[0, 2:] / (s * full[2:]), 1, atol=0.15), (path.name, boxes)
-
-
 def test_a_video_of_squared_paper_searches_afresh_for_a_line_it_lost(digits):
     """The squared sheet of test_digits_on_squared_paper_are_found held to a camera that shakes by
     3 px. Each frame looks for the last frame's lines near their places; where one was not found

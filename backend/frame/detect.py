@@ -568,9 +568,8 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
     """The ink masks with the ruled lines, a margin, a fold taken out (the digits on them stay);
     the same masks where there are none. last: the lines the previous frame of a video held."""
     def search(mask: np.ndarray, stats: np.ndarray, seed: Lines | None = None, grids: np.ndarray | None = None,
-               ruled: bool = True, printed: float | None = None):
-        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, seed, grids, ruled,
-                         ink.ink, printed)
+               ruled: bool = True):
+        return line_mask(mask, stats, cfg.line_frac_w, cfg.line_frac_h, cfg.min_height_px, seed, grids, ruled)
 
     def long_left(pieces: tuple[int, np.ndarray, np.ndarray]) -> int:
         return long_pieces(pieces[2], *line_lengths(pieces[2], ink.mask.shape, cfg.line_frac_w, cfg.line_frac_h,
@@ -594,7 +593,7 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
         h, w = mask.shape
         st = pieces[2][1:]
         rest = (st[:, 2] >= cfg.line_frac_w * w) & (st[:, 3] >= cfg.line_frac_h * h) if squared else None
-        more, again = search(mask, pieces[2], grids=rest, ruled=False, printed=found.printed)
+        more, again = search(mask, pieces[2], grids=rest, ruled=False)
         if more is not None:
             lines, mask = cv2.bitwise_or(lines, more), cv2.subtract(mask, more)
             pieces = components(mask)

@@ -39,7 +39,6 @@ class Lines:
     found: list[tuple[bool, float, float, int, int]]
     seeded: bool = False
     left: int = 0
-    printed: float | None = None  # how dark the lines across the frame are (see pen_strokes)
 
     @property
     def one_way(self) -> bool:
@@ -96,8 +95,8 @@ def long_pieces(stats: np.ndarray, lh: int, lv: int) -> int:
 
 
 def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float, min_height_px: int,
-              last: Lines | None = None, grids: np.ndarray | None = None, ruled: bool = True,
-              ink: np.ndarray | None = None, printed: float | None = None) -> tuple[np.ndarray | None, Lines | None]:
+              last: Lines | None = None, grids: np.ndarray | None = None,
+              ruled: bool = True) -> tuple[np.ndarray | None, Lines | None]:
     """The straight horizontal and vertical lines of a {0, 1} mask, far longer than any digit's
     stroke (ruled paper, a margin, a fold, a ruler), grown by a pixel (None if there are none),
     and the Lines found. Only frames with a piece of ink at least that long, or a flat one half
@@ -106,10 +105,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     last: the Lines of the previous frame of a video (the same picture, moved a little): they are
     looked for near their places, without the Hough transform (which costs half the search);
     the caller checks that they leave no more long pieces than they did there.
-    ruled: False for squared paper's second search, whose lines are a grid's, not bold rules.
-    ink: the mask's relative darkness (uint8), to tell the pen strokes among the lines found
-    (pen_strokes); printed: how dark the sheet's printed lines are, where an earlier search
-    found them (None: from the lines found here)."""
+    ruled: False for squared paper's second search, whose lines are a grid's, not bold rules."""
     h, w = mask.shape
     lh, lv = line_lengths(stats, (h, w), line_frac_w, line_frac_h, min_height_px, grids)
     # A faint rule breaks into dashes, and the row of digits on it joins some of them into a flat
@@ -147,14 +143,6 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
             return None, None
         drawn = _draw_lines(mask, 2 * segs.reshape(-1, 4), lh, lv, band=5)
     flat, steep, found, widths, fulls = drawn
-    if ink is not None and found:
-        pen, printed = pen_strokes(mask, ink, found, printed)
-        if pen.any():
-            keep = np.flatnonzero(~pen).tolist()
-            found, widths, fulls = [found[i] for i in keep], [widths[i] for i in keep], [fulls[i] for i in keep]
-            flat, steep = np.zeros_like(mask), np.zeros_like(mask)
-            for line in found:
-                _draw(flat if line[0] else steep, line)
     if not found:
         return None, None
     # Where a digit's stroke crosses the line the ink runs on across it: keep those pixels, so
@@ -168,7 +156,7 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
     # at least: ruled paper seen close or blurred, a form's bold lines) has each bold rule that
     # spans it taken out by its own width and 2 px more, with a stroke test 3 px longer than it
     # (up to 15): a 5-px band left its edges, which joined the digits on it into a line.
-    lines = Lines((h, w), found, seeded, printed=printed)
+    lines = Lines((h, w), found, seeded)
     typical = float(np.median(widths))
     ks = np.full(len(found), int(np.clip(2 * typical + 1, 5, 9)))
     thick = np.full(len(found), 5)
@@ -194,54 +182,6 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
             across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones(kernel, np.uint8))
             out |= cv2.bitwise_and(band, cv2.subtract(mask, across))
     return out, lines
-
-
-PEN_DARK = 3.0  # a line found this many times as dark as the sheet's printed lines...
-PEN_SPAN = 0.8  # ...whose ink runs along less of the frame than this is a pen's stroke
-
-
-def pen_strokes(mask: np.ndarray, ink: np.ndarray, found: list, printed: float | None = None
-                ) -> tuple[np.ndarray, float | None]:
-    """(len(found),) bool: which lines found are a pen's strokes, not printed lines, and how dark
-    the printed ones are (the median darkness of the lines whose ink runs along PEN_SPAN of the
-    frame or more; `printed` where it is given). A sheet's printed lines are one faint colour and
-    run across it; a digit seen close on squared paper has straight strokes as long as a line (a
-    9's stem, a 7's bar), many times darker, that end on the sheet (in the close-ups of squared
-    paper among the photos, such strokes are 4.3-5.1 times as dark as the grid; the short lines of
-    32 ruled pages at most 2.2 times their rules, of 330 synthetic scenes and pages 2.5, but for
-    one digit's stroke, 4.9). Frames whose lines all run across, or none, cost nothing here."""
-    h, w = mask.shape
-    short = np.array([(u1 - u0 + 1) < PEN_SPAN * (w if hor else h) for hor, _, _, u0, u1 in found])
-    if not short.any() or (printed is None and short.all()):
-        return np.zeros(len(found), bool), printed
-    dark = _darkness(mask, ink, found)
-    if printed is None:
-        printed = float(np.median(dark[~short]))
-    return short & (dark >= PEN_DARK * printed), printed
-
-
-def _darkness(mask: np.ndarray, ink: np.ndarray, found: list) -> np.ndarray:
-    """(len(found),) how dark (ink) each line's ink is: the median, over 64 places along it, of
-    the darkest pixel of the mask within a pixel of it (0 where it has none)."""
-    out = np.zeros(len(found))
-    t = np.linspace(0, 1, 64)
-    for horizontal in (True, False):
-        idx = [i for i, line in enumerate(found) if line[0] == horizontal]
-        if not idx:
-            continue
-        a, b, u0, u1 = np.array([found[i][1:] for i in idx], np.float64).T[:, :, None]
-        u = (u0 + t * (u1 - u0)).astype(int)[:, None]  # (n, 1, 64)
-        v = np.clip(np.rint(a[:, None] * u + b[:, None]).astype(int) + np.arange(-1, 2)[None, :, None], 0,
-                    (mask.shape[0] if horizontal else mask.shape[1]) - 1)  # (n, 3, 64)
-        u = np.broadcast_to(u, v.shape)
-        m, d = (mask[v, u], ink[v, u]) if horizontal else (mask[u, v], ink[u, v])
-        on = np.sort(np.where(m > 0, d, 0).max(1), 1)  # (n, 64), the places without ink first
-        n_on = np.count_nonzero(on, 1)
-        first, rows = 64 - n_on, np.arange(len(idx))
-        mid = (on[rows, np.minimum(first + (n_on - 1) // 2, 63)].astype(float)
-               + on[rows, np.minimum(first + n_on // 2, 63)]) / 2
-        out[idx] = np.where(n_on > 0, mid, 0.0)
-    return out
 
 
 BOLD = 8  # pixels of ink across a rule (its full width) from which it is taken out by that width
