@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         pairs = list(pipeline_crops(args.scenes, args.seed, args.data_dir, train=True))
-        pairs += list(pipeline_crops(args.pages, args.seed + 1, args.data_dir, train=True, cfg=page_config(640, 480, 200)))
+        if args.pages:  # (each call reads MNIST)
+            pairs += list(pipeline_crops(args.pages, args.seed + 1, args.data_dir, train=True,
+                                         cfg=page_config(640, 480, 200)))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
