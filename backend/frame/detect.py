@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from backend.frame.lines import Lines, grid_pieces, line_lengths, line_mask, long_pieces
+from backend.frame.lines import Lines, grid_pieces, line_lengths, line_mask, line_sized, long_pieces
 
 
 @dataclass
@@ -590,9 +590,7 @@ def without_lines(ink: InkMasks, cfg: DetectConfig, last: Lines | None = None) -
         # where too few of its lines are left to close a cell (one row missed: its columns and
         # every digit on them were one piece, by whose height nothing was long, and nothing was
         # searched for or found).
-        h, w = mask.shape
-        st = pieces[2][1:]
-        rest = (st[:, 2] >= cfg.line_frac_w * w) & (st[:, 3] >= cfg.line_frac_h * h) if squared else None
+        rest = line_sized(pieces[2], mask.shape, cfg.line_frac_w, cfg.line_frac_h) if squared else None
         more, again = search(mask, pieces[2], grids=rest, ruled=False)
         if more is not None:
             lines, mask = cv2.bitwise_or(lines, more), cv2.subtract(mask, more)

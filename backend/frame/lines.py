@@ -71,13 +71,18 @@ def line_lengths(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, 
     return max(lh, int(2.5 * typical)), max(lv, int(2.5 * typical))
 
 
+def line_sized(stats: np.ndarray, shape: tuple[int, int], line_frac_w: float, line_frac_h: float) -> np.ndarray:
+    """(count - 1,) bool: the pieces (connectedComponentsWithStats) as wide and as tall as lines."""
+    h, w = shape
+    return (stats[1:, 2] >= line_frac_w * w) & (stats[1:, 3] >= line_frac_h * h)
+
+
 def grid_pieces(labels: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac_h: float) -> np.ndarray | None:
     """(count - 1,) bool: the pieces that are a grid (squared paper, which joins every digit on it
     into one piece): as wide and as tall as lines, with many holes (a close-up digit has a few
     at most). None where no piece is that large (nearly every frame: nothing is counted)."""
-    h, w = labels.shape
     st = stats[1:]
-    big = np.flatnonzero((st[:, 2] >= line_frac_w * w) & (st[:, 3] >= line_frac_h * h))
+    big = np.flatnonzero(line_sized(stats, labels.shape, line_frac_w, line_frac_h))
     if not len(big):
         return None
     grids = np.zeros(len(st), bool)
@@ -187,23 +192,24 @@ def line_mask(mask: np.ndarray, stats: np.ndarray, line_frac_w: float, line_frac
 BOLD = 8  # pixels of ink across a rule (its full width) from which it is taken out by that width
 
 
+def _at_middle(line: tuple[bool, float, float, int, int], shape: tuple[int, int]) -> float:
+    """Where a line (horizontal, a, b, u0, u1) is at the frame's middle, across it (v at the
+    middle u)."""
+    horizontal, a, b = line[:3]
+    return a * (shape[1] if horizontal else shape[0]) / 2 + b
+
+
 def _all_found(before: list, now: list, shape: tuple[int, int]) -> bool:
     """Whether each of the lines found `before` (horizontal, a, b, u0, u1) is found `now`: a line
     the same way within 6 pixels of it at the frame's middle."""
-    def at(line: tuple) -> tuple[bool, float]:
-        horizontal, a, b = line[:3]
-        return horizontal, a * (shape[1] if horizontal else shape[0]) / 2 + b
-
-    here = [at(line) for line in now]
-    return all(any(h == g and abs(v - u) <= 6 for g, u in here) for h, v in map(at, before))
+    here = [(line[0], _at_middle(line, shape)) for line in now]
+    return all(any(line[0] == g and abs(_at_middle(line, shape) - u) <= 6 for g, u in here) for line in before)
 
 
 def _distinct(found: list, shape: tuple[int, int], thick: float) -> int:
     """How many of the lines found (all one way) are more than twice `thick` apart at the frame's
     middle: one thick line is often found as several side by side."""
-    horizontal = found[0][0]
-    mid = (shape[1] if horizontal else shape[0]) / 2
-    at = np.sort([a * mid + b for _, a, b, _, _ in found])
+    at = np.sort([_at_middle(line, shape) for line in found])
     return 1 + int((np.diff(at) > 2 * thick).sum())
 
 
