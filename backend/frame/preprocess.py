@@ -28,12 +28,11 @@ class PreprocessConfig:
     small_ink_hi: float = 1.0  # the same for digits under FIT_SIZE px tall (see _ink_crop)
 
 
-def _regions(c: Candidates, boxes: np.ndarray) -> np.ndarray:
-    """(N, 8) int64 per candidate box (N, 4) of the full frame: the box grown by a working pixel
-    and one more (x0, y0, x1, y1), inside the frame, and the same region in working pixels
-    (bx0, by0, bx1, by1), at least a pixel. For all the crops at once: a page has hundreds, and
-    each crop's Python arithmetic cost more than an OpenCV call."""
-    pad = math.ceil(1.0 / c.scale) + 1
+def _regions(c: Candidates, boxes: np.ndarray, pad: int) -> np.ndarray:
+    """(N, 8) int64 per candidate box (N, 4) of the full frame: the box grown by `pad` pixels (a
+    working pixel and one more) (x0, y0, x1, y1), inside the frame, and the same region in
+    working pixels (bx0, by0, bx1, by1), at least a pixel. For all the crops at once: a page has
+    hundreds, and each crop's Python arithmetic cost more than an OpenCV call."""
     (H, W), (bh, bw), s = c.gray.shape, c.background.shape, c.scale
     x, y, w, h = boxes.astype(np.int64).T
     x0, y0 = np.maximum(0, x - pad), np.maximum(0, y - pad)
@@ -155,9 +154,10 @@ def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, star
     stop = len(c.boxes) if stop is None else min(stop, len(c.boxes))
     out = np.zeros((max(0, stop - start), IMG_SIZE, IMG_SIZE), np.uint8)
     levels = ink_levels(c.ink, c.masks[start:stop], c.boxes_work[start:stop].tolist()).tolist()
-    grow = _disk(2 * math.ceil(1.0 / c.scale) + 1)  # a working pixel, at full resolution
+    pad = math.ceil(1.0 / c.scale) + 1  # a working pixel at full resolution, and one more
+    grow = _disk(2 * pad - 1)  # a mask grown by a working pixel
     boxes = c.boxes[start:stop]
-    for k, (box, region, level) in enumerate(zip(boxes.tolist(), _regions(c, boxes).tolist(), levels)):
+    for k, (box, region, level) in enumerate(zip(boxes.tolist(), _regions(c, boxes, pad).tolist(), levels)):
         out[k] = fit_and_centre(normalise_stroke(_ink_crop(c, start + k, box, region, level, grow, cfg), cfg))
     return out
 
