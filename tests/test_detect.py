@@ -49,6 +49,23 @@ def matched(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) -> int:
     return int((synth.box_iou(truth, found).max(1) >= min_iou).sum())
 
 
+def squared_sheet(digits, step: int = 24, grey: int = 188) -> tuple[np.ndarray, np.ndarray]:
+    """Three rows of eight digits 48 px tall on a grid of 1-px lines every `step` px, `grey` dark,
+    which joins every digit into one piece of ink, lightly blurred: (frame, true boxes)."""
+    img = sheet()
+    for v in range(5, 640, step):
+        cv2.line(img, (v, 0), (v, 479), (grey, grey, grey), 1)
+        cv2.line(img, (0, v), (639, v), (grey, grey, grey), 1)
+    truth = np.array([stamp(img, first(digits, (8 * r + i) % 10), 30 + 72 * i, 60 + 140 * r, 48, ink=(60, 40, 30))
+                      for r in range(3) for i in range(8)])
+    return cv2.GaussianBlur(img, (3, 3), 0), truth
+
+
+def moved(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """The picture moved by (dx, dy) pixels, parts of a pixel too, its edges repeated."""
+    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), img.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+
+
 def test_recall_on_synthetic_scenes(digits):
     truth = found = extra = 0
     for sc in synth.scenes(14, seed=2024, digits=digits):
@@ -225,13 +242,7 @@ def test_marks_a_third_of_a_pages_digit_height_are_specks(digits, rows):
 def test_digits_on_squared_paper_are_found(digits):
     """A grid of lines 50 grey levels dark every 24 px joins every digit on it into one piece of
     ink: its rows, then its columns, are taken out, and the digits found."""
-    img = sheet()
-    for v in range(5, 640, 24):
-        cv2.line(img, (v, 0), (v, 479), (188, 188, 188), 1)
-        cv2.line(img, (0, v), (639, v), (188, 188, 188), 1)
-    truth = np.array([stamp(img, first(digits, (8 * r + i) % 10), 30 + 72 * i, 60 + 140 * r, 48, ink=(60, 40, 30))
-                      for r in range(3) for i in range(8)])
-    frame = cv2.GaussianBlur(img, (3, 3), 0)
+    frame, truth = squared_sheet(digits)
     n, _ = cv2.connectedComponents((to_gray(frame) < 215).astype(np.uint8))
     assert n - 1 == 1  # one piece: the grid and every digit
     boxes = find_candidates(frame).boxes
@@ -247,17 +258,10 @@ def test_squared_paper_moved_by_parts_of_a_pixel(digits, step, grey):
     a typical piece of ink: by its height nothing left was long, the columns were not searched
     for, and nothing was found; where a column at the frame's edge came apart from the grid, its
     height was the typical one, and no line was searched for at all."""
-    img = sheet()
-    for v in range(5, 640, step):
-        cv2.line(img, (v, 0), (v, 479), (grey, grey, grey), 1)
-        cv2.line(img, (0, v), (639, v), (grey, grey, grey), 1)
-    truth = np.array([stamp(img, first(digits, (8 * r + i) % 10), 30 + 72 * i, 60 + 140 * r, 48, ink=(60, 40, 30))
-                      for r in range(3) for i in range(8)])
-    frame = cv2.GaussianBlur(img, (3, 3), 0)
+    frame, truth = squared_sheet(digits, step, grey)
     for t in range(8):
         dx, dy = 3 * np.sin(t), 3 * np.cos(t)
-        boxes = find_candidates(cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (640, 480),
-                                               borderMode=cv2.BORDER_REPLICATE)).boxes
+        boxes = find_candidates(moved(frame, dx, dy)).boxes
         assert matched(truth + [round(dx), round(dy), 0, 0], boxes) == len(boxes) == len(truth), t
 
 
@@ -319,17 +323,10 @@ def test_a_video_of_squared_paper_searches_afresh_for_a_line_it_lost(digits):
     again, it stayed in the mask and joined every digit into one piece, which left no more long
     pieces than before (the grid was one already), and the frame showed no digit at all (2 of 5
     frames). A line of the last frame not found again now means a fresh search."""
-    img = sheet()
-    for v in range(5, 640, 24):
-        cv2.line(img, (v, 0), (v, 479), (188, 188, 188), 1)
-        cv2.line(img, (0, v), (639, v), (188, 188, 188), 1)
-    truth = np.array([stamp(img, first(digits, (8 * r + i) % 10), 30 + 72 * i, 60 + 140 * r, 48, ink=(60, 40, 30))
-                      for r in range(3) for i in range(8)])
-    frame, polarity = cv2.GaussianBlur(img, (3, 3), 0), None
+    (frame, truth), polarity = squared_sheet(digits), None
     for t in range(5):
         dx, dy = 3 * np.sin(t), 3 * np.cos(t)  # a sub-pixel shift: the lines' pixels change a little
-        cand = find_candidates(cv2.warpAffine(frame, np.float32([[1, 0, dx], [0, 1, dy]]), (640, 480),
-                                              borderMode=cv2.BORDER_REPLICATE), polarity=polarity)
+        cand = find_candidates(moved(frame, dx, dy), polarity=polarity)
         polarity = cand.polarity
         assert matched(truth + [round(dx), round(dy), 0, 0], cand.boxes) == len(cand.boxes) == len(truth), t
 
@@ -359,9 +356,8 @@ def test_a_page_of_faint_rules_moved_by_parts_of_a_pixel(digits):
     found = []
     for t in range(6):
         dx, dy = 0.7 * t, 0.45 * t
-        moved = cv2.warpAffine(page.image, np.float32([[1, 0, dx], [0, 1, dy]]), (1280, 720),
-                               borderMode=cv2.BORDER_REPLICATE)
-        found.append(matched(page.boxes + np.round([dx, dy, 0, 0]).astype(int), find_candidates(moved).boxes))
+        found.append(matched(page.boxes + np.round([dx, dy, 0, 0]).astype(int),
+                             find_candidates(moved(page.image, dx, dy)).boxes))
     assert min(found) >= max(found) - 3 and min(found) >= 195, found
 
 
@@ -609,8 +605,7 @@ def test_a_video_of_a_ruled_page_finds_its_lines_where_the_last_frame_had_them(d
     assert len(hough) == 1 and len(first.polarity.lines.found) >= 5
     rng = np.random.default_rng(0)
     for shift in (0, 1, 2):  # the page held up, moving a little, with fresh noise
-        moved = cv2.warpAffine(page, np.float32([[1, 0, 0], [0, 1, shift]]), (1280, 720), borderMode=cv2.BORDER_REPLICATE)
-        noisy = np.clip(moved + rng.normal(0, 3, page.shape), 0, 255).astype(np.uint8)
+        noisy = np.clip(moved(page, 0, shift) + rng.normal(0, 3, page.shape), 0, 255).astype(np.uint8)
         fresh = find_candidates(noisy)
         hough.clear()
         again = find_candidates(noisy, polarity=first.polarity)
