@@ -16,7 +16,7 @@ import numpy as np
 
 from backend.frame.detect import Candidates
 from backend.frame.lines import percentile
-from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_STROKE, fit_and_centre, normalize
+from backend.frame.mnist import FIT_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
 
 @dataclass
@@ -152,14 +152,13 @@ def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, star
     MNIST-format digits."""
     cfg = cfg or PreprocessConfig()
     stop = len(c.boxes) if stop is None else min(stop, len(c.boxes))
-    out = np.zeros((max(0, stop - start), IMG_SIZE, IMG_SIZE), np.uint8)
     levels = ink_levels(c.ink, c.masks[start:stop], c.boxes_work[start:stop].tolist()).tolist()
     pad = math.ceil(1.0 / c.scale) + 1  # a working pixel at full resolution, and one more
     grow = _disk(2 * pad - 1)  # a mask grown by a working pixel
     boxes = c.boxes[start:stop]
-    for k, (box, region, level) in enumerate(zip(boxes.tolist(), _regions(c, boxes, pad).tolist(), levels)):
-        out[k] = fit_and_centre(normalise_stroke(_ink_crop(c, start + k, box, region, level, grow, cfg), cfg))
-    return out
+    regions = _regions(c, boxes, pad).tolist()
+    return fit_and_centre([normalise_stroke(_ink_crop(c, start + k, box, region, level, grow, cfg), cfg)
+                           for k, (box, region, level) in enumerate(zip(boxes.tolist(), regions, levels))])
 
 
 def to_batch(digits28: np.ndarray) -> np.ndarray:
