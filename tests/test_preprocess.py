@@ -8,7 +8,7 @@ import pytest
 from backend.frame import synth
 from scenes import write_digit
 from backend.frame.detect import find_candidates
-from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE
+from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE, fit_and_centre
 from backend.frame.preprocess import candidates_to_mnist, percentile, stroke_width, to_batch
 
 
@@ -23,6 +23,31 @@ def scene_with(digit28: np.ndarray, height: int, weight: float, board: bool = Fa
     img = np.full((480, 640, 3), (40, 55, 40) if board else (235, 238, 240), np.float32)
     write_digit(img, digit28, 100, 60, height, weight, (230, 230, 230) if board else (120, 40, 20))
     return np.clip(img + np.random.default_rng(0).normal(0, 2, img.shape), 0, 255).astype(np.uint8)
+
+
+def test_fit_and_centre_shifts_each_digit_as_a_warp_would():
+    """A chunk of digits fitted at once, the ink anywhere (all of it in a corner: the largest
+    shifts), against one warp each; an empty digit is an empty canvas."""
+    rng = np.random.default_rng(3)
+    digits = [(rng.random((h, w)) * 255).astype(np.uint8) for h, w in ((40, 30), (13, 5), (9, 60), (20, 20))]
+    for corner in ((0, 0), (-1, -1), (0, -1)):
+        d = np.zeros((30, 24), np.uint8)
+        d[0, 0] = d[-1, -1] = 60  # tight: ink at both ends
+        d[corner] = 255
+        digits.append(d)
+    digits.append(np.zeros((0, 0), np.uint8))
+    out = fit_and_centre(digits)
+    assert out.shape == (len(digits), IMG_SIZE, IMG_SIZE) and out.dtype == np.uint8
+    for d, got in zip(digits[:-1], out):
+        s = FIT_SIZE / max(d.shape)
+        small = cv2.resize(d, (max(1, round(d.shape[1] * s)), max(1, round(d.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        m = cv2.moments(small)
+        shift = np.float32([[1, 0, IMG_SIZE / 2 - m["m10"] / m["m00"]], [0, 1, IMG_SIZE / 2 - m["m01"] / m["m00"]]])
+        want = cv2.warpAffine(small.astype(np.float32), shift, (IMG_SIZE, IMG_SIZE), flags=cv2.INTER_LINEAR)
+        assert np.abs(got.astype(int) - want.astype(np.uint8)).max() <= 1
+        assert got.sum() > 0
+    assert not out[-1].any()
 
 
 def test_mnist_geometry(digits):
