@@ -7,7 +7,7 @@ import pytest
 
 from backend.bench.benchmark import score_frame
 from backend.frame import synth
-from backend.frame.detect import find_candidates
+from backend.frame.detect import DetectConfig, find_candidates, maybe_two
 from backend.frame.detections import box_iou
 from backend.frame.pipeline import Pipeline, PipelineConfig
 from backend.frame.preprocess import PreprocessConfig
@@ -197,3 +197,32 @@ def test_a_speck_beside_a_close_up_digit_is_not_a_second_digit(shipped_pipeline)
     write(img, "7", 60, 30, 160, 180, (40, 40, 40), 9)
     cv2.line(img, (280, 100), (280, 109), (60, 60, 60), 2)
     assert shipped_pipeline.process(img).numbers == ["7"]
+
+
+def test_touching_pair_in_a_row_is_read_as_two_digits_a_wide_zero_as_one(digits, shipped_pipeline):
+    """A 1 leaning on an 8 is hardly wider than a wide 0: both come apart in two halves each as
+    tall as the whole (detect.maybe_two); the pair's halves read as digits surer than it reads
+    whole, the 0's do not."""
+    from test_detect import sheet, stamp
+
+    images, labels = digits
+
+    def nth(d: int, k: int) -> np.ndarray:
+        return images[np.flatnonzero(labels == d)[k]]
+
+    def row(k: int) -> tuple[np.ndarray, int]:
+        img, x = sheet(), 40
+        for d in (2, 5, 3, 0, 6, 9):
+            x += stamp(img, nth(d, k), x, 100, 50)[2] + 14
+        return img, x
+
+    img, x = row(2)
+    one = stamp(img, nth(1, 2), x, 100, 50)
+    stamp(img, nth(8, 2), x + one[2] - 3, 100, 50)  # their strokes touch: one piece of ink
+    assert [len(b) for _, b, _ in maybe_two(find_candidates(img), np.arange(7), DetectConfig())] == [2]
+    assert shipped_pipeline.process(img).numbers == ["25306918"]
+    for k in (1, 2):
+        img, x = row(k)
+        stamp(img, cv2.resize(nth(0, k), (42, 28))[:, 7:35], x, 100, 50)  # a 0 half as wide again
+        assert len(maybe_two(find_candidates(img), np.arange(7), DetectConfig())) == 1
+        assert shipped_pipeline.process(img).numbers == ["2530690"]

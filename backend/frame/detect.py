@@ -62,6 +62,8 @@ class DetectConfig:
     # as ink, so that it stands out from the paper around it
     split: bool = True  # separate touching neighbours at a thin waist
     wide_frac: float = 1.7  # ... also when narrower than max_aspect but this many times the typical width
+    maybe_two_frac: float = 1.25  # this many times the typical width, and parted by a thin waist: the
+    # model reads it whole and in parts, and keeps what reads better (backend.frame.pipeline)
     line_frac_w: float = 0.4  # horizontal lines longer than this fraction of the width are not ink
     line_frac_h: float = 0.6  # nor are vertical lines longer than this fraction of the height
     max_width_frac: float = 0.7  # a digit is at most this fraction of the frame width
@@ -103,6 +105,12 @@ class Candidates:
     light_on_dark: bool  # chalk-on-board polarity was chosen
     polarity: Polarity | None = None  # the polarity decision, to pass to the video's next frame
     dropped: int = 0  # candidates left out by DetectConfig.max_digits (hostile input only)
+
+    def parts(self, splits: list[tuple[int, np.ndarray, list[np.ndarray]]]) -> "Candidates":
+        """The parts of maybe_two's splits, in order, as candidates of the same frame."""
+        boxes = np.concatenate([b for _, b, _ in splits]) if splits else np.zeros((0, 4), np.int32)
+        return replace(self, boxes=_in_frame(boxes, self.scale, self.gray.shape), boxes_work=boxes,
+                       masks=[m for _, _, ms in splits for m in ms])
 
     @functools.cached_property
     def paper(self) -> np.ndarray:
@@ -713,16 +721,23 @@ def digit_shapes(p: Pieces, cfg: DetectConfig) -> tuple[np.ndarray, list[np.ndar
             out_masks.append(m)
             out_stroke.append(sw)
             continue
-        m = group_of[p.labels[y:y + bh, x:x + bw]] == g
-        for part in split_touching(m, sw, mw):
-            rr = np.flatnonzero(part.any(1))
-            cc = np.flatnonzero(part.any(0))
-            if len(rr) == 0:
-                continue
-            out_boxes.append((x + cc[0], y + rr[0], cc[-1] - cc[0] + 1, rr[-1] - rr[0] + 1))
-            out_masks.append(part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.uint8) * 255)
-            out_stroke.append(sw)
+        part_boxes, part_masks = _cut_out(split_touching(group_of[p.labels[y:y + bh, x:x + bw]] == g, sw, mw), x, y)
+        out_boxes += part_boxes
+        out_masks += part_masks
+        out_stroke += [sw] * len(part_boxes)
     return np.array(out_boxes, np.int32).reshape(-1, 4), out_masks, np.array(out_stroke, np.float32)
+
+
+def _cut_out(parts: list[np.ndarray], x: int, y: int) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
+    """Bool masks over a box whose top left is (x, y) -> each part's tight box (x, y, w, h) and its
+    uint8 mask (255 = ink) over it; empty parts left out."""
+    boxes, masks = [], []
+    for part in parts:
+        rr, cc = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
+        if len(rr):
+            boxes.append((x + cc[0], y + rr[0], cc[-1] - cc[0] + 1, rr[-1] - rr[0] + 1))
+            masks.append(part[rr[0]:rr[-1] + 1, cc[0]:cc[-1] + 1].astype(np.uint8) * 255)
+    return boxes, masks
 
 
 def inside_frame(m: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -886,15 +901,45 @@ def find_candidates(frame: np.ndarray, cfg: DetectConfig | None = None,
     if dropped:  # hostile input only (thousands of specks): the largest are kept, and it is said
         idx = np.sort(np.argsort(-(boxes[:, 3].astype(np.int64) * boxes[:, 2]), kind="stable")[:cfg.max_digits])
         boxes, masks = boxes[idx], [masks[i] for i in idx]
-    # In frame pixels, inside the frame (an enlarged working image can round past its edge).
-    H, W = gray.shape
-    x0y0 = np.minimum(np.round(boxes[:, :2] / s), [W - 1, H - 1])
-    x1y1 = np.minimum(np.round((boxes[:, :2] + boxes[:, 2:]) / s), [W, H])
-    full = np.concatenate([x0y0, np.maximum(x1y1 - x0y0, 1)], 1).astype(np.int32)
     # The debug view shows ink white and the ruled lines taken out of it grey.
     debug = ink.mask * 255 if ink.lines is None else cv2.add(ink.mask * 255, ink.lines * 128)
-    return Candidates(full, masks, boxes, s, gray, ink.background, ink.ink, debug,
+    return Candidates(_in_frame(boxes, s, gray.shape), masks, boxes, s, gray, ink.background, ink.ink, debug,
                       polarity.light_on_dark, polarity, dropped)
+
+
+def _in_frame(boxes: np.ndarray, s: float, shape: tuple[int, int]) -> np.ndarray:
+    """Boxes (N, 4) in working pixels -> in frame pixels, inside the frame (an enlarged working
+    image can round past its edge)."""
+    H, W = shape
+    x0y0 = np.minimum(np.round(boxes[:, :2] / s), [W - 1, H - 1])
+    x1y1 = np.minimum(np.round((boxes[:, :2] + boxes[:, 2:]) / s), [W, H])
+    return np.concatenate([x0y0, np.maximum(x1y1 - x0y0, 1)], 1).astype(np.int32).reshape(-1, 4)
+
+
+def maybe_two(c: Candidates, which: np.ndarray, cfg: DetectConfig) -> list[tuple[int, np.ndarray, list[np.ndarray]]]:
+    """Of the candidates `which` (indices) of a page or a row of digits (five candidates or more),
+    those wider than maybe_two_frac times the typical one that split_touching parts at a thin
+    waist into parts each nearly as tall as the whole: (index, the parts' boxes (k, 4) in working
+    pixels, their masks). Two touching digits ("18", a 1 leaning on its neighbour) are narrower
+    than wide_frac times the typical digit, as wide as a wide 0 or 4: parted by their shape alone,
+    more single digits were parted than pairs (the model decides, Pipeline._read_pairs)."""
+    boxes = c.boxes_work
+    if len(boxes) < 5 or not cfg.split or len(which) == 0:
+        return []
+    x, y, w, h = boxes[which].T
+    max_w = np.maximum(0.9 * h, np.minimum(cfg.max_aspect * h, cfg.maybe_two_frac * float(np.median(boxes[:, 2]))))
+    wide = w > max_w
+    out = []
+    for i, mw in zip(which[wide].tolist(), max_w[wide].tolist()):
+        m = c.masks[i] > 0
+        area = np.count_nonzero(m)
+        edge = area - np.count_nonzero(cv2.erode(m.view(np.uint8), np.ones((3, 3), np.uint8)))
+        parts = split_touching(m, 2 * area / max(edge, 1), mw)
+        part_boxes, part_masks = _cut_out(parts if len(parts) >= 2 else [], *boxes[i, :2].tolist())
+        # Digits side by side are each as tall as the pair; a wide 0 or 4 parts into a short side.
+        if part_boxes and min(ph for *_, ph in part_boxes) >= 0.9 * boxes[i, 3]:
+            out.append((i, np.array(part_boxes, np.int32), part_masks))
+    return out
 
 
 def plausible(boxes: np.ndarray, masks: list[np.ndarray], stroke: np.ndarray, shape: tuple[int, int],

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from backend.frame.detections import Detections
-from backend.frame.detect import DetectConfig, Polarity, find_candidates
+from backend.frame.detect import DetectConfig, Polarity, find_candidates, maybe_two
 from backend.frame.preprocess import PreprocessConfig, candidates_to_mnist, to_batch
 from backend.frame.reading import Reading, reading_order
 from backend.model.predictions import Predictions
@@ -50,6 +50,11 @@ class PipelineConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     min_confidence: float = 0.5  # below this (a calibrated probability: more likely wrong than right) rejected
+    # A candidate that may be two touching digits is read as two where each part reads as a digit
+    # at pair_confidence or more and the whole at less than whole_confidence: a single wide digit
+    # parted at its waist reads as two digits as surely ("0" as "67"), but is read whole surer.
+    pair_confidence: float = 0.97
+    whole_confidence: float = 0.995
 
 
 class Pipeline:
@@ -87,8 +92,10 @@ class Pipeline:
             p = self.recognizer.predict(batch)
             if known is not None and known.any():
                 p = _merge(p, cached, known)
+        boxes, crops, p, n_parts = self._read_pairs(cand, crops, p)
+        n_model += n_parts
         t3 = time.perf_counter()
-        dets = Detections(cand.boxes, p.digits, p.confidence, p.probs, p.attn_rollout, p.attn_last, crops)
+        dets = Detections(boxes, p.digits, p.confidence, p.probs, p.attn_rollout, p.attn_last, crops)
         ok = dets.confidence >= self.cfg.min_confidence
         accepted, reading = read_in_order(dets.select(ok)) if read else (dets.select(ok), None)
         # With overlap, "model" is the time the model added after the last crop was ready.
@@ -108,6 +115,30 @@ class Pipeline:
             batches.append(to_batch(chunks[-1]))
             pending.append(self._model_thread.submit(self.recognizer.predict, batches[-1]))
         return np.concatenate(chunks), batches, pending
+
+    def _read_pairs(self, cand, crops: np.ndarray, p: Predictions) -> tuple[np.ndarray, np.ndarray, Predictions, int]:
+        """The candidates read whole at less than whole_confidence that may be two touching digits
+        (detect.maybe_two) read in parts too: where every part reads as a digit at pair_confidence
+        or more, the parts take the whole's place. Boxes, crops and predictions of the frame's
+        digits so read, and the parts read."""
+        splits = maybe_two(cand, np.flatnonzero(p.confidence < self.cfg.whole_confidence), self.cfg.detect)
+        if not splits:
+            return cand.boxes, crops, p, 0
+        parts = cand.parts(splits)
+        part_crops = candidates_to_mnist(parts, self.cfg.preprocess)
+        pp = self.recognizer.predict(to_batch(part_crops))
+        keep, taken = np.ones(len(cand.boxes), bool), np.zeros(len(parts.boxes), bool)
+        start = 0
+        for i, b, _ in splits:
+            sel = slice(start, start + len(b))
+            start += len(b)
+            if pp.confidence[sel].min() >= self.cfg.pair_confidence:
+                keep[i], taken[sel] = False, True
+        if keep.all():
+            return cand.boxes, crops, p, len(part_crops)
+        pick = [Predictions(*(getattr(q, f.name)[m] for f in fields(Predictions))) for q, m in ((p, keep), (pp, taken))]
+        return (np.concatenate([cand.boxes[keep], parts.boxes[taken]]), np.concatenate([crops[keep], part_crops[taken]]),
+                Predictions.concat(pick), len(part_crops))
 
     def _finish(self, batches: list[np.ndarray], pending: list[Future]) -> Predictions:
         """The predictions of every chunk: those the model thread has not started are read here."""
