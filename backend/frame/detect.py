@@ -62,7 +62,7 @@ class DetectConfig:
     # as ink, so that it stands out from the paper around it
     split: bool = True  # separate touching neighbours at a thin waist
     wide_frac: float = 1.7  # ... also when narrower than max_aspect but this many times the typical width
-    maybe_two_frac: float = 1.25  # this many times the typical width, and parted by a thin waist: the
+    maybe_two_frac: float = 1.1  # this many times the typical width, and parted by a thin waist: the
     # model reads it whole and in parts, and keeps what reads better (backend.frame.pipeline)
     line_frac_w: float = 0.4  # horizontal lines longer than this fraction of the width are not ink
     line_frac_h: float = 0.6  # nor are vertical lines longer than this fraction of the height
@@ -918,8 +918,8 @@ def _in_frame(boxes: np.ndarray, s: float, shape: tuple[int, int]) -> np.ndarray
 
 def maybe_two(c: Candidates, which: np.ndarray, cfg: DetectConfig) -> list[tuple[int, np.ndarray, list[np.ndarray]]]:
     """Of the candidates `which` (indices) of a page or a row of digits (five candidates or more),
-    those wider than maybe_two_frac times the typical one that split_touching parts at a thin
-    waist into parts each nearly as tall as the whole: (index, the parts' boxes (k, 4) in working
+    those wider than maybe_two_frac times the typical one (and than 0.9 of their height) that
+    split_touching parts at a thin waist into parts each nearly as tall as the whole: (index, the parts' boxes (k, 4) in working
     pixels, their masks). Two touching digits ("18", a 1 leaning on its neighbour) are narrower
     than wide_frac times the typical digit, as wide as a wide 0 or 4: parted by their shape alone,
     more single digits were parted than pairs (the model decides, Pipeline._read_pairs)."""
