@@ -919,14 +919,15 @@ def _in_frame(boxes: np.ndarray, s: float, shape: tuple[int, int]) -> np.ndarray
 def maybe_two(c: Candidates, which: np.ndarray, cfg: DetectConfig) -> list[tuple[int, np.ndarray, list[np.ndarray]]]:
     """Of the candidates `which` (indices) of a page or a row of digits (five candidates or more),
     those wider than maybe_two_frac times the typical one (and than 0.9 of their height) that
-    split_touching parts at a thin waist into parts each nearly as tall as the whole: (index, the parts' boxes (k, 4) in working
-    pixels, their masks). Two touching digits ("18", a 1 leaning on its neighbour) are narrower
-    than wide_frac times the typical digit, as wide as a wide 0 or 4: parted by their shape alone,
-    more single digits were parted than pairs (the model decides, Pipeline._read_pairs)."""
+    split_touching parts at a thin waist into parts each nearly as tall as the whole: (index, the
+    parts' boxes (k, 4) in working pixels, their masks). Two touching digits ("18", a 1 leaning on
+    its neighbour) are narrower than wide_frac times the typical digit, as wide as a wide 0 or 4:
+    parted by their shape alone, more single digits were parted than pairs (the model decides,
+    Pipeline._read_pairs)."""
     boxes = c.boxes_work
     if len(boxes) < 5 or not cfg.split or len(which) == 0:
         return []
-    x, y, w, h = boxes[which].T
+    w, h = boxes[which, 2], boxes[which, 3]
     max_w = np.maximum(0.9 * h, np.minimum(cfg.max_aspect * h, cfg.maybe_two_frac * float(np.median(boxes[:, 2]))))
     wide = w > max_w
     out = []

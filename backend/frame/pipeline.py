@@ -136,9 +136,8 @@ class Pipeline:
                 keep[i], taken[sel] = False, True
         if keep.all():
             return cand.boxes, crops, p, len(part_crops)
-        pick = [Predictions(*(getattr(q, f.name)[m] for f in fields(Predictions))) for q, m in ((p, keep), (pp, taken))]
         return (np.concatenate([cand.boxes[keep], parts.boxes[taken]]), np.concatenate([crops[keep], part_crops[taken]]),
-                Predictions.concat(pick), len(part_crops))
+                Predictions.concat([p.select(keep), pp.select(taken)]), len(part_crops))
 
     def _finish(self, batches: list[np.ndarray], pending: list[Future]) -> Predictions:
         """The predictions of every chunk: those the model thread has not started are read here."""

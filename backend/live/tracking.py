@@ -169,7 +169,7 @@ class Tracker:
                     rows.append(t.classified)
         if not rows:
             return known, Predictions.empty(1)
-        return known, Predictions(*(np.concatenate([getattr(r, f.name) for r in rows]) for f in fields(Predictions)))
+        return known, Predictions.concat(rows)
 
     def update(self, accepted: Detections, rejected: Detections | None = None) -> Detections:
         """This frame's detections -> the tracked, smoothed digits to show (with track_ids), not in

@@ -26,6 +26,10 @@ class Predictions:
         """The predictions of consecutive batches as one (at least one part)."""
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
+    def select(self, idx: np.ndarray) -> "Predictions":
+        """The predictions of the crops idx picks (indices or a bool mask), in its order."""
+        return Predictions(*(getattr(self, f.name)[idx] for f in fields(self)))
+
     @classmethod
     def from_outputs(cls, probs: np.ndarray, rollout: np.ndarray, last: np.ndarray) -> "Predictions":
         """From the InferenceHead outputs (numpy, float32)."""
