@@ -391,6 +391,19 @@ def _near_pairs(x: np.ndarray, y: np.ndarray, reach: float) -> tuple[np.ndarray,
     return i[keep], j[keep]
 
 
+_SQUARE3 = np.ones((3, 3), np.uint8)
+
+
+def stroke_width(binary: np.ndarray) -> float:
+    """Mean stroke width in pixels of a binary (h, w) image, ink nonzero (uint8 or float32):
+    2 * area / boundary."""
+    area = cv2.countNonZero(binary)
+    if area == 0:
+        return 0.0
+    boundary = area - cv2.countNonZero(cv2.erode(binary, _SQUARE3))
+    return 2.0 * area / max(boundary, 1)
+
+
 def split_touching(m: np.ndarray, stroke: float, max_w: float, depth: int = 0) -> list[np.ndarray]:
     """Masks (each like m, a bool (h, w) mask of one candidate) that hold one digit each.
 
@@ -633,7 +646,7 @@ class Pieces:
     def perim(self) -> np.ndarray:
         """(n,) boundary length of each kept piece (when they are grouped: a page's first look,
         which only measures its digits' height, does without)."""
-        edge = self.mask - cv2.erode(self.mask, np.ones((3, 3), np.uint8))
+        edge = self.mask - cv2.erode(self.mask, _SQUARE3)
         return np.bincount(self.labels[edge.view(bool)], minlength=self.count).astype(np.float32)[self.ids]
 
     @property
@@ -933,9 +946,7 @@ def maybe_two(c: Candidates, which: np.ndarray, cfg: DetectConfig) -> list[tuple
     out = []
     for i, mw in zip(which[wide].tolist(), max_w[wide].tolist()):
         m = c.masks[i] > 0
-        area = np.count_nonzero(m)
-        edge = area - np.count_nonzero(cv2.erode(m.view(np.uint8), np.ones((3, 3), np.uint8)))
-        parts = split_touching(m, 2 * area / max(edge, 1), mw)
+        parts = split_touching(m, stroke_width(c.masks[i]), mw)
         part_boxes, part_masks = _cut_out(parts if len(parts) >= 2 else [], *boxes[i, :2].tolist())
         # Digits side by side are each as tall as the pair; a wide 0 or 4 parts into a short side.
         if part_boxes and min(ph for *_, ph in part_boxes) >= 0.9 * boxes[i, 3]:

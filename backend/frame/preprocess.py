@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.frame.detect import Candidates
+from backend.frame.detect import Candidates, stroke_width
 from backend.frame.lines import percentile
 from backend.frame.mnist import FIT_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
@@ -93,19 +93,6 @@ def ink_levels(ink: np.ndarray, masks: list[np.ndarray], boxes_work: list[list[i
 def _tight(img: np.ndarray, thresh: float = 0.1) -> np.ndarray:
     x, y, w, h = cv2.boundingRect(cv2.compare(img, thresh, cv2.CMP_GT))
     return img[y:y + h, x:x + w]
-
-
-_SQUARE3 = np.ones((3, 3), np.uint8)
-
-
-def stroke_width(binary: np.ndarray) -> float:
-    """Mean stroke width in pixels of a binary (h, w) {0, 1} image (uint8 or float32):
-    2 * area / boundary."""
-    area = cv2.countNonZero(binary)
-    if area == 0:
-        return 0.0
-    boundary = area - cv2.countNonZero(cv2.erode(binary, _SQUARE3))
-    return 2.0 * area / max(boundary, 1)
 
 
 def normalise_stroke(digit: np.ndarray, cfg: PreprocessConfig | None = None) -> np.ndarray:
