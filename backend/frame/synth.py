@@ -273,16 +273,17 @@ def blank_scene(rng: np.random.Generator, cfg: SceneConfig | None = None, kind: 
 
 def pipeline_crops(n_scenes: int, seed: int = 0, data_dir: str | None = None, train: bool = True,
                    cfg: SceneConfig | None = None, detect_cfg: DetectConfig | None = None,
-                   preprocess_cfg: PreprocessConfig | None = None,
-                   min_iou: float = 0.5) -> Iterator[tuple[np.ndarray, int]]:
+                   preprocess_cfg: PreprocessConfig | None = None, min_iou: float = 0.5,
+                   digits: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, int]]:
     """(crop (28, 28) uint8 white on black, label) for every digit of `n_scenes` synthetic scenes
     that detection found (IoU >= min_iou with its true box), after the very preprocessing used at
     run time: what the model sees from a camera, with the right answer.
 
     Digits come from MNIST's training images by default, so fine-tuning on these crops never
-    sees the test set that accuracy is reported on.
+    sees the test set that accuracy is reported on; `digits` (images, labels) read once stand in
+    for them.
     """
-    images, labels = mnist_arrays(data_dir, train=train)
+    images, labels = digits if digits is not None else mnist_arrays(data_dir, train=train)
     cfg = cfg or SceneConfig()
     rng = np.random.default_rng(seed)
     for _ in range(n_scenes):
@@ -375,10 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output .npz with images (N, 28, 28) uint8 and labels (N,)")
     args = p.parse_args(argv)
     try:
-        pairs = list(pipeline_crops(args.scenes, args.seed, args.data_dir, train=True))
-        if args.pages:  # (each call reads MNIST)
-            pairs += list(pipeline_crops(args.pages, args.seed + 1, args.data_dir, train=True,
-                                         cfg=page_config(640, 480, 200)))
+        digits = mnist_arrays(args.data_dir, train=True)
+        pairs = list(pipeline_crops(args.scenes, args.seed, digits=digits))
+        pairs += list(pipeline_crops(args.pages, args.seed + 1, cfg=page_config(640, 480, 200), digits=digits))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
