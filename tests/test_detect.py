@@ -1,6 +1,8 @@
 """Detection: every digit of a synthetic scene found, nothing found where there is no digit."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -349,9 +351,7 @@ def test_a_page_of_faint_rules_moved_by_parts_of_a_pixel(digits):
     position no piece was (the row sitting on a rule joined only some of its dashes, 301 of 924
     working pixels), no rule was searched for, and the 15 digits of that row were lost with it.
     A piece half a line long is searched too: every position finds about as many digits."""
-    lo, hi = synth.digit_heights(1280, 720, 200)
-    cfg = synth.SceneConfig(width=1280, height=720, min_digits=200, max_digits=200, min_height=lo, max_height=hi,
-                            closeup_p=0.0, ruled_p=1.0, light_on_dark_p=0.0)
+    cfg = replace(synth.page_config(1280, 720, 200), ruled_p=1.0, light_on_dark_p=0.0)
     page = next(synth.scenes(1, 4, cfg, digits=digits))
     found = []
     for t in range(6):
