@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from backend.model.vit import PRESETS, ViTConfig, VisionTransformer, attention_rollout, count_parameters, last_layer_cls_attention
+from backend.model.vit import (PRESETS, InferenceHead, ViTConfig, VisionTransformer, attention_rollout, count_parameters,
+                               last_layer_cls_attention)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -14,10 +15,17 @@ def test_shapes_and_attention_rows(preset):
     assert logits.shape == (3, 10)
     assert attn.shape == (3, cfg.depth, cfg.num_heads, n, n)
     torch.testing.assert_close(attn.sum(-1), torch.ones(3, cfg.depth, cfg.num_heads, n))
-    assert torch.equal(model(x), logits)
-    for maps in (attention_rollout(attn), last_layer_cls_attention(attn)):
-        assert maps.shape == (3, cfg.grid, cfg.grid)
-        assert maps.min() >= 0 and torch.allclose(maps.amax(dim=(1, 2)), torch.ones(3))
+    maps = attention_rollout(attn), last_layer_cls_attention(attn)
+    for m in maps:
+        assert m.shape == (3, cfg.grid, cfg.grid)
+        assert m.min() >= 0 and torch.allclose(m.amax(dim=(1, 2)), torch.ones(3))
+    # Without return_attn, and in the exported head, the last block goes on for the CLS token
+    # alone: the same logits and maps as the full model's.
+    torch.testing.assert_close(model(x), logits)
+    head_logits, _, *head_maps = InferenceHead(model)(x)
+    torch.testing.assert_close(head_logits, logits / cfg.temperature)
+    for m, h in zip(maps, head_maps):
+        torch.testing.assert_close(h, m)
 
 
 def test_presets_fit_the_parameter_budget():

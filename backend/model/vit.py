@@ -74,14 +74,18 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
         self.proj_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, cls_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, D) tokens -> (B, N, D) output and (B, heads, N, N) attention; with cls_only,
+        only the CLS token's query: (B, 1, D) and (B, heads, 1, N)."""
         # Shapes from the config (batch as -1), so the exported graph computes no shapes per call.
         # The linear layers see (B * N, D) rows: ONNX Runtime then adds the bias inside the matrix
         # product (Gemm) instead of in a pass of its own.
         n, h, hd, d = self.tokens, self.num_heads, self.head_dim, self.dim
         qkv = self.qkv(x.reshape(-1, d)).reshape(-1, n, 3, h, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim)
-        attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))  # (B, heads, N, N)
+        if cls_only:
+            q, n = q[:, :, :1], 1
+        attn = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))  # (B, heads, n, N)
         attn = attn.softmax(dim=-1)
         x = (attn @ v).transpose(1, 2).reshape(-1, d)
         return self.proj_drop(self.proj(x)).reshape(-1, n, d), attn
@@ -91,19 +95,23 @@ class Mlp(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         hidden = int(cfg.embed_dim * cfg.mlp_ratio)
-        self.shape = (cfg.grid**2 + 1, cfg.embed_dim)  # tokens, width: the output's shape, batch aside
+        self.dim = cfg.embed_dim
         self.fc1 = nn.Linear(cfg.embed_dim, hidden)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, cfg.embed_dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(-1, self.shape[1])  # rows, as in Attention
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x))))).reshape(-1, *self.shape)
+    def forward(self, x: torch.Tensor, tokens: int) -> torch.Tensor:
+        x = x.reshape(-1, self.dim)  # rows, as in Attention
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x))))).reshape(-1, tokens, self.dim)
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    With cls_only, only the CLS token goes on (all tokens are still its keys and values): the
+    last block's other outputs are never read, and skipping them saves most of its work.
+    """
 
     def __init__(self, cfg: ViTConfig, drop_path: float):
         super().__init__()
@@ -113,10 +121,10 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        y, attn = self.attn(self.norm1(x))
-        x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, cls_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        y, attn = self.attn(self.norm1(x), cls_only)
+        x = (x[:, :1] if cls_only else x) + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x), 1 if cls_only else self.attn.tokens))
         return x, attn
 
 
@@ -149,20 +157,21 @@ class VisionTransformer(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(B, 1, 28, 28) normalised images -> (B, D) CLS features and each block's attention."""
+    def forward_features(self, x: torch.Tensor, full: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, 1, 28, 28) normalised images -> (B, D) CLS features and each block's attention,
+        (B, heads, N+1, N+1); the last block's is only the CLS row, (B, heads, 1, N+1), unless full."""
         x = self.patch_embed(x)  # (B, N, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = self.pos_drop(torch.cat([cls, x], dim=1) + self.pos_embed)  # (B, N+1, D)
         attns = []
-        for blk in self.blocks:
-            x, a = blk(x)
-            attns.append(a)  # (B, heads, N+1, N+1)
+        for i, blk in enumerate(self.blocks):
+            x, a = blk(x, cls_only=not full and i == len(self.blocks) - 1)
+            attns.append(a)
         return self.norm(x)[:, 0], attns
 
     def forward(self, x: torch.Tensor, return_attn: bool = False):
         """Logits (B, num_classes); with return_attn also attention (B, depth, heads, N+1, N+1)."""
-        feats, attns = self.forward_features(x)
+        feats, attns = self.forward_features(x, full=return_attn)
         logits = self.head(feats)
         if return_attn:
             return logits, torch.stack(attns, dim=1)
@@ -178,15 +187,16 @@ def attention_rollout(attn: torch.Tensor) -> torch.Tensor:
 
 
 def rollout(layers: list[torch.Tensor]) -> torch.Tensor:
-    """attention_rollout from each block's attention with its heads averaged, (B, N+1, N+1):
-    the residual path is added as identity and rows renormalised, then the layers are
-    multiplied together."""
+    """attention_rollout from each block's attention with its heads averaged, (B, N+1, N+1),
+    the last block's perhaps only its CLS row, (B, 1, N+1): the residual path is added as
+    identity and rows renormalised, then the layers are multiplied together, from the last
+    (the CLS row carried back through the others)."""
     eye = torch.eye(layers[0].shape[-1], device=layers[0].device, dtype=layers[0].dtype)
     result = None
-    for a in layers:
-        a = a + eye
+    for a in reversed(layers):
+        a = a + eye[: a.shape[-2]]
         a = a / a.sum(dim=-1, keepdim=True)
-        result = a if result is None else a @ result
+        result = a[:, :1] if result is None else result @ a
     return _cls_to_grid(result[:, 0, 1:])
 
 
