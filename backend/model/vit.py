@@ -55,10 +55,11 @@ class PatchEmbed(nn.Module):
         if (side + 2 * pad - kernel) // stride + 1 != cfg.grid:
             raise ValueError(f"patch_size {cfg.patch_size} does not fit a {side}x{side} stem output")
         self.proj = nn.Conv2d(c, cfg.embed_dim, kernel, stride=stride, padding=pad)
+        self.tokens = cfg.grid**2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(self.stem(x))  # (B, D, g, g)
-        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+        return x.reshape(-1, self.proj.out_channels, self.tokens).transpose(1, 2)  # (B, N, D), shapes fixed
 
 
 class Attention(nn.Module):
@@ -160,9 +161,11 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor, full: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, 1, 28, 28) normalised images -> (B, D) CLS features and each block's attention,
         (B, heads, N+1, N+1); the last block's is only the CLS row, (B, heads, 1, N+1), unless full."""
-        x = self.patch_embed(x)  # (B, N, D)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = self.pos_drop(torch.cat([cls, x], dim=1) + self.pos_embed)  # (B, N+1, D)
+        # [CLS, tokens] + pos_embed, as the tokens after a row of zeros plus the position
+        # embeddings with CLS added to the first: the same sums, and in the exported graph one
+        # padding instead of the ops that expand CLS to the batch's size.
+        x = nn.functional.pad(self.patch_embed(x), (0, 0, 1, 0))  # (B, N+1, D)
+        x = self.pos_drop(x + torch.cat([self.cls_token + self.pos_embed[:, :1], self.pos_embed[:, 1:]], dim=1))
         attns = []
         for i, blk in enumerate(self.blocks):
             x, a = blk(x, cls_only=not full and i == len(self.blocks) - 1)
