@@ -100,6 +100,20 @@ def put_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, col
     cv2.putText(img, text, org, FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
+# A pixel's share of the tint by its brightness: clip(lum / 180, 0.15, 1), as a table of the 256 levels.
+_PAPER_WEIGHT = np.clip(np.arange(256, dtype=np.uint8) * np.float32(1 / 180.0), 0.15, 1.0)
+_MEAN_BGR = np.full((1, 3), 1 / 3)
+
+
+@lru_cache(maxsize=512)
+def _upsampler(g: int, n: int) -> np.ndarray:
+    """(n, g) float32: cubic resizing is linear and separable, resize(A) = R A R^T with R the
+    resized identity, so only a box's rows and columns of the (n, n) map need computing."""
+    r = cv2.resize(np.eye(g, dtype=np.float32), (g, n), interpolation=cv2.INTER_CUBIC)
+    r.flags.writeable = False
+    return r
+
+
 def heatmap_tint(img: np.ndarray, box: np.ndarray, attn: np.ndarray, strength: float) -> None:
     """Tint the box in place by the attention map, keeping the ink visible.
 
@@ -120,17 +134,18 @@ def heatmap_tint(img: np.ndarray, box: np.ndarray, attn: np.ndarray, strength: f
     mx0, my0 = x0 - ox, y0 - oy
     if x1 <= x0 or y1 <= y0 or mx0 < 0 or my0 < 0 or mx0 + x1 - x0 > n or my0 + y1 - y0 > n:
         return
-    # Cubic resizing is linear and separable: resize(A) = R A R^T, with R the (n, g) resized
-    # identity. Only the box's rows and columns of the (n, n) map are computed.
-    r = cv2.resize(np.eye(attn.shape[0], dtype=np.float32), (attn.shape[0], n), interpolation=cv2.INTER_CUBIC)
-    a = r[my0:my0 + y1 - y0] @ np.clip(attn.astype(np.float32), 0, 1) @ r[mx0:mx0 + x1 - x0].T
+    a = _upsampler(attn.shape[0], n)
+    a = a[my0:my0 + y1 - y0] @ np.clip(attn, 0, 1, dtype=np.float32) @ a[mx0:mx0 + x1 - x0].T
     # Diffuse low attention is left untinted, so the hot spots stand out on clean paper.
-    a = np.clip((a - 0.1) / 0.9, 0, 1)
+    a -= 0.1
+    a /= 0.9
+    np.maximum(a, 0, out=a)  # (np.clip costs several times more on a small map)
+    np.minimum(a, 1, out=a)
     colours = cv2.applyColorMap((a * 255).astype(np.uint8), JET)
     roi = img[y0:y1, x0:x1]
     # Bright paper takes the colour, dark ink keeps most of its own: the digit stays readable.
-    lum = cv2.transform(roi, np.full((1, 3), 1 / 3))  # (h, w) uint8 mean of B, G, R
-    k = strength * (a * np.sqrt(a)) * np.clip(lum * np.float32(1 / 180.0), 0.15, 1.0)
+    lum = cv2.transform(roi, _MEAN_BGR)  # (h, w) uint8 mean of B, G, R
+    k = strength * (a * np.sqrt(a)) * _PAPER_WEIGHT[lum]
     roi[:] = cv2.blendLinear(roi, colours, 1.0 - k, k)
 
 
@@ -182,7 +197,7 @@ class Layout:
 
     def is_free(self, r: Rect) -> bool:
         inside = r[0] >= 0 and r[1] >= 0 and r[2] <= self.w and r[3] <= self.h
-        return inside and not self.taken[r[1]:r[3], r[0]:r[2]].any()
+        return inside and (r[2] <= r[0] or r[3] <= r[1] or not cv2.hasNonZero(self.taken[r[1]:r[3], r[0]:r[2]]))
 
     def find(self, width: int, height: int, prefer: tuple[float, float], margin: int) -> tuple[Rect, int] | None:
         """The width x height place with the fewest occupied pixels, nearest the preferred point
@@ -211,14 +226,18 @@ class Layout:
 
 # --- labels --------------------------------------------------------------------------------------
 
-def label_parts(digit: int, conf: float, fs: float, extra: str = "") -> list[tuple[str, float]]:
+Parts = tuple[tuple[str, float], ...]  # a label's pieces of text and their font scales
+
+
+def label_parts(digit: int, conf: float, fs: float, extra: str = "") -> Parts:
     """A label's pieces, drawn apart so they never run together: the digit, its confidence smaller."""
     small = max(MIN_FONT, 0.72 * fs)
-    return [(str(digit), fs)] + ([(f"{100 * conf:.0f}%", small)] if conf >= 0 else []) + \
-        ([(extra, small)] if extra else [])
+    return ((str(digit), fs),) + (((f"{100 * conf:.0f}%", small),) if conf >= 0 else ()) + \
+        (((extra, small),) if extra else ())
 
 
-def parts_size(parts: list[tuple[str, float]], th: int) -> tuple[int, int, int]:
+@lru_cache(maxsize=4096)
+def parts_size(parts: Parts, th: int) -> tuple[int, int, int]:
     """(width, height above the baseline, gap between parts) of label pieces in pixels."""
     sizes = [text_size(t, f, th) for t, f in parts]
     gap = max(3, int(round(0.45 * sizes[0][0])))
@@ -226,7 +245,7 @@ def parts_size(parts: list[tuple[str, float]], th: int) -> tuple[int, int, int]:
 
 
 def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: float,
-                extra: str = "") -> tuple[Rect, list[tuple[str, float]], int] | None:
+                extra: str = "") -> tuple[Rect, Parts, int] | None:
     """Where the label of `box` goes: above it, else below, the confidence dropped and the text
     smaller when crowded; a close-up's (no room above nor below in the frame) beside its top, else
     inside its top corner; None when even the digit alone fits nowhere."""
@@ -235,20 +254,24 @@ def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: flo
     base = max(min(max(h / 100.0, 0.5), 1.0) * s, MIN_FONT)
     small = max(MIN_FONT, 0.75 * base)
 
-    def label(fs: float, full: bool) -> tuple[list[tuple[str, float]], int, int]:
+    def label(fs: float, full: bool) -> tuple[Parts, int, int]:
         parts = label_parts(digit, conf if full else -1.0, fs, extra if full else "")
         tw, tht, _ = parts_size(parts, th)
         pad = max(1, int(round(2.5 * s * fs / base)))
         return parts, tw + 2 * pad, tht + 2 * pad + th
 
-    def placed(r: Rect, parts: list[tuple[str, float]]) -> tuple[Rect, list[tuple[str, float]], int]:
+    def placed(r: Rect, parts: Parts) -> tuple[Rect, Parts, int]:
         layout.take(r)
         layout.labels.append(r)
         return r, parts, th
 
-    def first_free(spots) -> tuple[Rect, list[tuple[str, float]], int] | None:
-        for fs, full in ((base, True), (base, False), (small, False), (MIN_FONT, False)):
-            parts, lw, lh = label(fs, full)
+    # Each size of label measured once (a crowded page tries them all, in six places each); one
+    # the same size as the last is not tried again.
+    variants = [label(fs, full) for fs, full in ((base, True), (base, False), (small, False), (MIN_FONT, False))]
+    variants = [v for i, v in enumerate(variants) if i == 0 or v[1:] != variants[i - 1][1:]]
+
+    def first_free(spots) -> tuple[Rect, Parts, int] | None:
+        for parts, lw, lh in variants:
             for lx, ly in spots(lw, lh):
                 r = (lx, ly, lx + lw, ly + lh)
                 if layout.is_free(r):
@@ -263,13 +286,13 @@ def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: flo
         return found
     # Beside the box or inside it only where the frame leaves no room above it nor below it (a
     # close-up): on a page, a label beside a digit would read as its neighbour's.
-    lh_min = label(MIN_FONT, False)[2]
+    lh_min = variants[-1][2]
     if not (y - lh_min - 1 < 0 and y + h + 2 + lh_min > layout.h):
         return None
     found = first_free(lambda lw, lh: [(x - lw - 2, y), (x + w + 2, y)])
     if found:
         return found
-    parts, lw, lh = label(base, True)
+    parts, lw, lh = variants[0]
     r = (x + 2 * th, y + 2 * th, x + 2 * th + lw, y + 2 * th + lh)
     if r[2] <= min(x + w, layout.w) and r[3] <= min(y + h, layout.h) and \
             not any(r[0] < o[2] and o[0] < r[2] and r[1] < o[3] and o[1] < r[3] for o in layout.labels):
@@ -277,7 +300,7 @@ def place_label(layout: Layout, box: np.ndarray, digit: int, conf: float, s: flo
     return None
 
 
-def draw_label(img: np.ndarray, rect: Rect, parts: list[tuple[str, float]], th: int, colour) -> None:
+def draw_label(img: np.ndarray, rect: Rect, parts: Parts, th: int, colour) -> None:
     """A filled label in the box's colour, its pieces in dark text on one baseline."""
     x0, y0, x1, y1 = rect
     cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), colour, -1)
