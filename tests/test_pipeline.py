@@ -210,10 +210,16 @@ def test_a_page_read_in_overlapping_chunks_reads_as_in_one_batch(digits, monkeyp
     # are read on the preparing thread.
     threads = [name for _, name in rec.calls]
     assert threads[0].startswith("model") and "MainThread" in threads
+    # Tracked (a reuse that knows none of the crops): the page's crops are read in two halves,
+    # one on each thread, at once.
+    rec.calls.clear()
+    tracked = Pipeline(rec).process(frame, reuse=lambda boxes, crops: (np.zeros(len(boxes), bool), Predictions.empty(7)))
+    assert sorted(name[:5] for _, name in rec.calls) == ["MainT", "model"]
     monkeypatch.setattr(pipeline, "CHUNK", 10_000)
     whole = Pipeline(rec).process(frame)
     assert rec.calls[-1][1] == "MainThread" and chunked.model_calls == whole.model_calls >= 40
-    for a, b in ((chunked.detections, whole.detections), (chunked.rejected, whole.rejected)):
+    for a, b in ((chunked.detections, whole.detections), (chunked.rejected, whole.rejected),
+                 (tracked.detections, whole.detections)):
         assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.digits, b.digits)
         assert np.array_equal(a.crops, b.crops)
     assert chunked.numbers == whole.numbers

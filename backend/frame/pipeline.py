@@ -89,7 +89,7 @@ class Pipeline:
             batch = to_batch(crops if known is None else crops[~known])
             n_model = len(batch)
             t2 = time.perf_counter()
-            p = self.recognizer.predict(batch)
+            p = self._predict(batch)
             if known is not None and known.any():
                 p = _merge(p, cached, known)
         boxes, crops, p, n_parts = self._read_pairs(cand, crops, p)
@@ -104,16 +104,28 @@ class Pipeline:
         return FrameResult(accepted, dets.select(~ok), reading.numbers if read else [], timings, cand.mask, reading,
                            cand.light_on_dark, n_model, cand.dropped)
 
+    def _predict(self, batch: np.ndarray) -> Predictions:
+        """Predictions of a batch; a page's worth (a tracked page that is new, or moved too much
+        for its crops to be reused) is read half here and half on the model thread, at once."""
+        if len(batch) < 2 * CHUNK:
+            return self.recognizer.predict(batch)
+        half = len(batch) // 2
+        other = self._model().submit(self.recognizer.predict, batch[half:])
+        return Predictions.concat([self.recognizer.predict(batch[:half]), other.result()])
+
+    def _model(self) -> ThreadPoolExecutor:
+        if self._model_thread is None:
+            self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+        return self._model_thread
+
     def _overlapped(self, cand) -> tuple[np.ndarray, list[np.ndarray], list[Future]]:
         """All crops, each chunk handed to the model thread as soon as it is ready: the crops, the
         chunks' model inputs and their pending predictions."""
-        if self._model_thread is None:
-            self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
         chunks, batches, pending = [], [], []
         for start in range(0, len(cand.boxes), CHUNK):
             chunks.append(candidates_to_mnist(cand, self.cfg.preprocess, start, start + CHUNK))
             batches.append(to_batch(chunks[-1]))
-            pending.append(self._model_thread.submit(self.recognizer.predict, batches[-1]))
+            pending.append(self._model().submit(self.recognizer.predict, batches[-1]))
         return np.concatenate(chunks), batches, pending
 
     def _read_pairs(self, cand, crops: np.ndarray, p: Predictions) -> tuple[np.ndarray, np.ndarray, Predictions, int]:
