@@ -22,8 +22,8 @@ class Detections:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def select(self, keep: np.ndarray) -> "Detections":
-        """The subset picked by a boolean mask or an index array."""
+    def select(self, keep: np.ndarray | slice) -> "Detections":
+        """The subset picked by a boolean mask or an index array (copies), or a slice (views)."""
         return Detections(*(None if v is None else v[keep] for v in
                             (self.boxes, self.digits, self.confidence, self.probs, self.attn, self.attn_last,
                              self.crops, self.track_ids)))

@@ -79,12 +79,11 @@ def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_di
     """
     if len(prev) == 0 or len(cur) == 0:
         return []
-    score = match_scores(prev, cur, min_iou, max_centre_dist)
+    score = match_scores(prev, cur, min_iou, max_centre_dist).ravel()
+    near = np.flatnonzero(score >= 0)  # a page's boxes can each continue only a few others
     pairs, used_p, used_c = [], set(), set()
-    for flat in np.argsort(-score, axis=None, kind="stable"):
-        i, j = divmod(int(flat), score.shape[1])
-        if score[i, j] < 0:
-            break
+    for flat in near[np.argsort(-score[near], kind="stable")].tolist():
+        i, j = divmod(flat, len(cur))
         if i not in used_p and j not in used_c:
             used_p.add(i)
             used_c.add(j)
@@ -188,19 +187,17 @@ class Tracker:
                 matched[i] = j
         taken = set(matched.values())
         for i, t in enumerate(self.tracks):
-            j = matched.get(i)
-            if j is None:  # held in place: on the page, which moved
+            if i not in matched:  # held in place: on the page, which moved
                 t.missed += 1
                 t.det.boxes = (t.det.boxes + np.round([shift[0], shift[1], 0, 0])).astype(t.det.boxes.dtype)
-                continue
-            self._observe(t, cands.select(np.array([j])))
+        self._observe([self.tracks[i] for i in matched], cands, list(matched.values()))
         # A track is held through as many misses as it was seen beyond confirmation (at most
         # max_missed): a steady digit keeps its place under a finger, while specks and split
         # strokes, and what a finger itself looks like for a few frames, go at once.
         self.tracks = [t for t in self.tracks if t.missed <= min(cfg.max_missed, max(t.hits - cfg.min_hits, 0))]
         for j in range(len(accepted)):
             if j not in taken:
-                det = accepted.select(np.array([j]))
+                det = accepted.select(slice(j, j + 1))
                 probs = det.probs[0].astype(np.float64)
                 t = Track(self.next_id, det, probs, int(np.argmax(probs)))
                 t.classified, t.classified_crop = self._prediction(det), det.crops[0]
@@ -227,18 +224,27 @@ class Tracker:
                 return [(i, before[j]) for i, j in matched[1]], matched[2]
         return self._match(boxes)
 
-    def _observe(self, t: Track, det: Detections) -> None:
+    def _observe(self, tracks: list[Track], cands: Detections, rows: list[int]) -> None:
+        """Each track seen again as its row of `cands`: its probabilities averaged in, its label
+        switched where another class leads by the margin. All at once: a page has hundreds."""
+        if not tracks:
+            return
         cfg = self.cfg
-        new = det.probs[0].astype(np.float64)
-        t.probs = (1.0 - cfg.alpha) * t.probs + cfg.alpha * new
-        best = int(np.argmax(t.probs))
-        if best != t.digit and t.probs[best] >= t.probs[t.digit] + cfg.switch_margin:
-            t.digit = best
-        t.det, t.hits, t.missed = det, t.hits + 1, 0
-        if t.classified is not None and np.array_equal(t.classified.probs[0], det.probs[0]):
-            t.age += 1  # the prediction was reused
-        else:
-            t.classified, t.classified_crop, t.age = self._prediction(det), det.crops[0], 0
+        new = cands.probs[rows]
+        probs = (1.0 - cfg.alpha) * np.array([t.probs for t in tracks]) + cfg.alpha * new.astype(np.float64)
+        shown, best, k = np.array([t.digit for t in tracks]), probs.argmax(1), np.arange(len(tracks))
+        switch = (best != shown) & (probs[k, best] >= probs[k, shown] + cfg.switch_margin)
+        # The model's prediction was reused where it is the one the track was last classified by.
+        last = np.array([np.full(10, np.nan, np.float32) if t.classified is None else t.classified.probs[0]
+                         for t in tracks])
+        reused = (last == new).all(1).tolist()
+        for t, j, p, digit, same in zip(tracks, rows, probs, np.where(switch, best, shown).tolist(), reused):
+            t.probs, t.digit, t.hits, t.missed = p, digit, t.hits + 1, 0
+            t.det = cands.select(slice(j, j + 1))
+            if same:
+                t.age += 1
+            else:
+                t.classified, t.classified_crop, t.age = self._prediction(t.det), t.det.crops[0], 0
 
     @staticmethod
     def _prediction(det: Detections) -> Predictions:
