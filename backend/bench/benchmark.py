@@ -234,13 +234,16 @@ def time_video(video: Path, n_frames: int, backend: str, threads: int | None, ch
 
 
 def mflops_per_crop(rec: Recognizer) -> float:
-    """Floating-point operations of one crop's forward pass (with attention), in millions."""
+    """Floating-point operations of reading one crop (the graph both engines run: the model, its
+    attention maps and probabilities), in millions."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from backend.model.vit import InferenceHead
+
     model = rec.model.cpu() if rec.device.type == "cpu" or rec.backend == "onnx" else rec.model
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
-        model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device), return_attn=True)
+        InferenceHead(model)(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device))
     return fc.get_total_flops() / 1e6
 
 
