@@ -35,8 +35,11 @@ def test_scaling_table_on_tiny_settings(mnist_dir, tmp_path, capsys):
     rows = result["frames"]
     assert [(r["set"], r["model"], r["backend"]) for r in rows] == [
         ("synth640x480/1", "digits_vit_fast.pt", "torch"), ("synth640x480/10", "digits_vit_fast.pt", "torch"),
-        ("video640x480/10", "digits_vit_fast.pt", "torch")]  # the sheet of 10 again, as a camera sees it
-    for r, n in zip(rows, (1, 10, 10)):
+        ("video640x480/10", "digits_vit_fast.pt", "torch"),  # the sheet of 10 again, as a camera sees it...
+        ("video640x480/10 tracked", "digits_vit_fast.pt", "torch")]  # ...and as the live app reads it
+    # Tracked, the sheet's digits show and are not read again: its crops did not change.
+    assert rows[2]["model_calls"] == rows[2]["candidates"] and rows[3]["model_calls"] < rows[3]["candidates"]
+    for r, n in zip(rows, (1, 10, 10, 10)):
         assert r["placed"] == n and r["found"] >= n - 1 and r["read_right"] >= 0.8 * n
         stages = sum(r[f"{s}_ms"] for s in benchmark.STAGES)
         assert r["total_ms"] == pytest.approx(stages, rel=1e-6)  # one frame: its stages add up to it

@@ -12,7 +12,8 @@ Sections:
           folders (median, p90, max) and on synthetic 640x480 / 1280x720 sheets of 1, 10, 50, 100
           and 200 digits, for each model and backend, with the digits found and read right of
           those placed, and the CPU time of the frame (wall time far above it means the machine's
-          other jobs held the CPU)
+          other jobs held the CPU); the sheets held to a camera again tracked, as the live app
+          reads a video (crops that did not change are not read again)
   model   latency and throughput of the recognizer alone at batch 1, 4, 16, 64, per backend
   video   frames per second of a 640x480 video with a few digits per frame, headless, through
           camera_inferencer.py --no-display
@@ -21,6 +22,7 @@ Sections:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -45,6 +47,7 @@ from backend.frame.pipeline import Pipeline
 from backend.model.device import BACKENDS
 from backend.model.recognizer import Recognizer, RecognizerConfig
 from backend.live.recorder import VideoRecorder
+from backend.live.tracking import Tracker, read_tracked
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCHES = (1, 4, 16, 64)
@@ -58,6 +61,7 @@ class FrameSet:
     name: str
     frames: list[np.ndarray]  # BGR uint8
     truth: list[tuple[np.ndarray, np.ndarray]] | None = None  # per frame (boxes (N, 4) x, y, w, h; labels (N,))
+    held: bool = False  # one sheet held to a camera: timed tracked too, as the live app reads it
 
 
 def load_folder(folder: str | os.PathLike) -> FrameSet:
@@ -97,7 +101,7 @@ def synthetic_sets(n_frames: int, data_dir: str | None, sizes=SIZES, counts=DIGI
                 rng = np.random.default_rng(seed)
                 page = ss[0].image.astype(np.float32)
                 shots = [np.clip(page + rng.normal(0, 3, page.shape), 0, 255).astype(np.uint8) for _ in range(n_frames)]
-                out.append(FrameSet(f"video{w}x{h}/{n}", shots, [(ss[0].boxes, ss[0].labels)] * n_frames))
+                out.append(FrameSet(f"video{w}x{h}/{n}", shots, [(ss[0].boxes, ss[0].labels)] * n_frames, held=True))
     return out
 
 
@@ -124,19 +128,29 @@ def score_frame(res, truth: tuple[np.ndarray, np.ndarray]) -> tuple[int, int]:
     return int(hit.sum()), int((hit & (res.detections.digits[best] == labels)).sum())
 
 
-def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3) -> dict:
+def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3, tracked: bool = False) -> dict:
     """Per frame, over `repeats` passes through the frames: median ms per stage, the frame's median,
     p90 and max (detect + preprocess + model + reading; drawing apart), its CPU time, and the digits
-    found and read right of those placed (without truth, as on photos: the digits reported)."""
+    found and read right of those placed (without truth, as on photos: the digits reported).
+
+    tracked: the frames are a video's, read as the live app reads them (backend.live.tracking:
+    crops that did not change are not read again, and "reading" holds the tracking), after
+    enough frames for its digits to show."""
     draw = _draw_fn()
-    for f in fs.frames[:warmup]:
-        pipe.process(f)
+    if tracked:
+        tracker = Tracker()
+        process = functools.partial(read_tracked, pipe, tracker)
+        warmup = tracker.cfg.min_hits + 1
+    else:
+        process = pipe.process
+    for i in range(warmup if tracked else min(warmup, len(fs.frames))):
+        process(fs.frames[i % len(fs.frames)])
     per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "draw")}
-    total, cpu, cands, found = [], [], [], []  # found: (found, read right) per frame
+    total, cpu, cands, calls, found = [], [], [], [], []  # found: (found, read right) per frame
     for _ in range(repeats):
         for i, f in enumerate(fs.frames):
             c0, t0 = time.process_time(), time.perf_counter()
-            res = pipe.process(f)
+            res = process(f)
             t1, c1 = time.perf_counter(), time.process_time()
             draw(f, res)
             t2 = time.perf_counter()
@@ -148,12 +162,13 @@ def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3) -> 
             total.append(wall)
             cpu.append((c1 - c0) * 1e3)
             cands.append(len(res.detections) + len(res.rejected))
+            calls.append(res.model_calls)
             found.append(score_frame(res, fs.truth[i]) if fs.truth else (len(res.detections), None))
-    row = {"set": fs.name, "frames": len(fs.frames), "size": "x".join(map(str, fs.frames[0].shape[1::-1])),
+    row = {"set": fs.name + (" tracked" if tracked else ""), "frames": len(fs.frames), "size": "x".join(map(str, fs.frames[0].shape[1::-1])),
            "placed": float(np.mean([len(t[1]) for t in fs.truth])) if fs.truth else None,
            "found": float(np.mean([f for f, _ in found])),
            "read_right": float(np.mean([r for _, r in found])) if fs.truth else None,
-           "candidates": float(np.mean(cands))}
+           "candidates": float(np.mean(cands)), "model_calls": float(np.mean(calls))}
     row.update({f"{s}_ms": float(np.median(v)) for s, v in per_stage.items()})
     row["total_ms"] = float(np.median(total))
     row["total_p90_ms"] = float(np.percentile(total, 90))
@@ -328,14 +343,16 @@ def run(args: argparse.Namespace) -> dict:
             sets += synthetic_sets(args.synthetic_frames, args.data_dir, args.sizes, args.digits)
         for fs in sets:
             for (m, b), rec in recs.items():
-                row = time_frames(Pipeline(rec), fs, args.repeats)
-                result["frames"].append({"model": m, "backend": b, **row})
-                print(f"  {fs.name:<22} {m:<20} {b:<5} frame {row['total_ms']:.2f} ms, load "
-                      f"{os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+                for tracked in (False, True) if fs.held else (False,):
+                    row = time_frames(Pipeline(rec), fs, args.repeats, tracked=tracked)
+                    result["frames"].append({"model": m, "backend": b, **row})
+                    print(f"  {row['set']:<30} {m:<20} {b:<5} frame {row['total_ms']:.2f} ms, load "
+                          f"{os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
         print_table("per frame (ms, median; frame = detect + preprocess + model + reading, drawing apart; "
-                    "cpu = CPU time of the frame)", result["frames"],
+                    "read = crops through the model; cpu = CPU time of the frame)", result["frames"],
                     [("set", "set", 0), ("model", "model", 0), ("backend", "backend", 0), ("placed", "placed", 1),
-                     ("found", "found", 1), ("right", "read_right", 1), ("detect", "detect_ms", 2),
+                     ("found", "found", 1), ("right", "read_right", 1), ("read", "model_calls", 1),
+                     ("detect", "detect_ms", 2),
                      ("prep", "preprocess_ms", 2), ("model", "model_ms", 2), ("reading", "reading_ms", 2),
                      ("frame", "total_ms", 2), ("p90", "total_p90_ms", 2), ("max", "total_max_ms", 2),
                      ("cpu", "cpu_ms", 2), ("draw", "draw_ms", 2)])

@@ -23,10 +23,10 @@ import numpy as np
 
 from backend.errors import OutputError, SourceError, UserError, warn_stderr
 from backend.live.overlay import HudInfo, OverlayConfig, draw_overlay
-from backend.frame.pipeline import FrameResult, Pipeline, frame_record, read_in_order
+from backend.frame.pipeline import FrameResult, Pipeline, frame_record
 from backend.live.recorder import RECORD_EXT, JsonlWriter, VideoRecorder, next_numbered_path
 from backend.live.sources import MAX_SIDE, DrawPad, FolderSource, Source, prepare_frame
-from backend.live.tracking import Tracker, TrackerConfig
+from backend.live.tracking import Tracker, TrackerConfig, read_tracked
 
 
 STATUS_S = 2.5  # how long a status message stays on screen
@@ -253,9 +253,7 @@ def frame_stream(source: Source, pipeline: Pipeline, tracker: Tracker | None, ma
             if shape is not None and frame.shape != shape:  # a stream that changes size mid-run
                 warn(f"frame size changed from {shape[1]}x{shape[0]} to {frame.shape[1]}x{frame.shape[0]}")
                 tracker.reset()
-            result = pipeline.process(frame, reuse=tracker.reuse, read=False)  # read once, tracked
-            dets, reading = read_in_order(tracker.update(result.detections, result.rejected))
-            result = replace(result, detections=dets, numbers=reading.numbers, reading=reading)
+            result = read_tracked(pipeline, tracker, frame)
         shape = frame.shape
         if result.dropped and not warned_limit:
             warned_limit = True

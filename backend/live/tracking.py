@@ -14,11 +14,12 @@ most `max_age` frames.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
 from backend.frame.detections import Detections, box_iou
+from backend.frame.pipeline import FrameResult, Pipeline, read_in_order
 from backend.model.predictions import Predictions
 
 
@@ -250,3 +251,10 @@ class Tracker:
     def _prediction(det: Detections) -> Predictions:
         return Predictions(det.digits[:1], det.confidence[:1], det.probs[:1], det.attn[:1], det.attn_last[:1])
 
+
+def read_tracked(pipeline: Pipeline, tracker: Tracker, frame: np.ndarray) -> FrameResult:
+    """A video's frame through the pipeline, tracked: the crops the tracker knows are not read
+    again, and the digits are the tracker's, in reading order, with their numbers."""
+    result = pipeline.process(frame, reuse=tracker.reuse, read=False)  # read once, tracked
+    dets, reading = read_in_order(tracker.update(result.detections, result.rejected))
+    return replace(result, detections=dets, numbers=reading.numbers, reading=reading)
