@@ -12,7 +12,7 @@ import pytest
 from backend.frame import pipeline, synth
 from backend.frame.detect import DetectConfig
 from backend.frame.pipeline import FrameResult, Pipeline, PipelineConfig, frame_record
-from backend.frame.reading import reading_order
+from backend.frame.reading import joined_pairs, reading_order
 from backend.model.predictions import Predictions
 from scenes import write_digit
 
@@ -169,6 +169,27 @@ def test_reading_order(rows, slant, numbers):
     assert [int(v) for v in digits[perm][rd.order]] == [int(c) for c in "".join(rows).replace(" ", "")]
     assert rd.line[rd.order].tolist() == sorted(rd.line.tolist())
     assert len(rd.lines) == len(rows)
+
+
+def test_a_video_keeps_numbers_whose_gap_is_near_the_threshold_as_they_were():
+    # Digits 40 px tall: a number starts after a gap of more than 22 px (0.55 of the height).
+    def frame(gap):  # "12" and "34", the second gap as given
+        x = [20, 52, 84 + gap - 8, 116 + gap - 8]
+        return np.array([(v, 30, 24, 40) for v in x]), np.array([1, 2, 3, 4]), np.array([7, 8, 9, 10])
+
+    boxes, digits, ids = frame(20)  # 0.50 of the height: one number
+    first = reading_order(boxes, digits, ids=ids)
+    assert first.numbers == ["1234"]
+    last = joined_pairs(first, ids)
+    assert last == {(7, 8): True, (8, 9): True, (9, 10): True}
+    boxes, digits, ids = frame(24)  # 0.60: two numbers in a picture of its own, one in a video
+    assert reading_order(boxes, digits).numbers == ["12", "34"]
+    assert reading_order(boxes, digits, ids=ids, last=last).numbers == ["1234"]
+    boxes, digits, ids = frame(28)  # 0.70: two numbers, whatever was before
+    split = reading_order(boxes, digits, ids=ids, last=last)
+    assert split.numbers == ["12", "34"] and joined_pairs(split, ids)[(8, 9)] is False
+    boxes, digits, ids = frame(20)  # and now the gap near the threshold keeps them apart
+    assert reading_order(boxes, digits, ids=ids, last=joined_pairs(split, ids)).numbers == ["12", "34"]
 
 
 def test_reading_order_empty():

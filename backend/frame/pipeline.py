@@ -171,9 +171,10 @@ def _merge(new: Predictions, cached: Predictions, known: np.ndarray) -> Predicti
     return Predictions(*(put(getattr(new, f.name), getattr(cached, f.name)) for f in fields(Predictions)))
 
 
-def read_in_order(dets: Detections) -> tuple[Detections, Reading]:
-    """Detections -> the same in reading order, and their Reading (indices into the reordered ones)."""
-    reading = reading_order(dets.boxes, dets.digits)
+def read_in_order(dets: Detections, last: dict[tuple[int, int], bool] | None = None) -> tuple[Detections, Reading]:
+    """Detections -> the same in reading order, and their Reading (indices into the reordered ones).
+    last: tracked detections' neighbours the frame before (reading.joined_pairs)."""
+    reading = reading_order(dets.boxes, dets.digits, ids=dets.track_ids, last=last)
     dets = dets.select(reading.order)
     return dets, Reading(np.arange(len(dets)), reading.line[reading.order], reading.number[reading.order],
                          reading.numbers, reading.lines)

@@ -2,7 +2,8 @@
 
 A line is grown left to right, each digit joining the line whose rightmost digit it overlaps
 most vertically, so a sheet held at a slant still reads line by line. Inside a line a gap wider
-than a fraction of the digit height starts a new number.
+than a fraction of the digit height starts a new number; in a video, a gap near that fraction
+keeps the last frame's decision (see reading_order's `last`).
 """
 from __future__ import annotations
 
@@ -21,12 +22,18 @@ class Reading:
 
 
 def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overlap: float = 0.4,
-                  number_gap: float = 0.55) -> Reading:
+                  number_gap: float = 0.55, ids: np.ndarray | None = None,
+                  last: dict[tuple[int, int], bool] | None = None, hysteresis: float = 0.1) -> Reading:
     """boxes (N, 4) x, y, w, h; digits (N,) ints or None.
 
     min_overlap: vertical overlap, as a fraction of the shorter box, that puts two neighbours on
     one line. number_gap: a horizontal gap wider than this times the line's median digit height
     separates two numbers.
+    ids, last: in a video, the digits' track ids and, for neighbours in a line the frame before,
+    whether they were one number (`joined_pairs`). Such neighbours stay so until their gap passes
+    number_gap by `hysteresis` (of the digit height) the other way: a gap near the threshold,
+    which a box a pixel wider or narrower crosses, would split and join the numbers read from one
+    frame to the next.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     n = len(boxes)
@@ -62,7 +69,11 @@ def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overl
         line_nums = [len(numbers)]
         numbers.append("")
         for k, i in enumerate(ch):
-            if k and xs[i] - (xs[ch[k - 1]] + ws[ch[k - 1]]) > number_gap * med_h:
+            limit = number_gap
+            if k and last:
+                was = last.get((int(ids[ch[k - 1]]), int(ids[i])))
+                limit += 0.0 if was is None else hysteresis if was else -hysteresis
+            if k and xs[i] - (xs[ch[k - 1]] + ws[ch[k - 1]]) > limit * med_h:
                 line_nums.append(len(numbers))
                 numbers.append("")
             line[i], number[i] = li, len(numbers) - 1
@@ -73,3 +84,13 @@ def reading_order(boxes: np.ndarray, digits: np.ndarray | None = None, min_overl
     if digits is None:
         numbers = []
     return Reading(np.array(order, np.int64), line, number, numbers, lines)
+
+
+def joined_pairs(reading: Reading, ids: np.ndarray) -> dict[tuple[int, int], bool]:
+    """For each two neighbours in a line (by id, left first), whether they are one number: the
+    `last` of the next frame's reading_order."""
+    o = reading.order
+    same_line = reading.line[o[1:]] == reading.line[o[:-1]]
+    joined = reading.number[o[1:]] == reading.number[o[:-1]]
+    return {(a, b): j for a, b, j, s in zip(ids[o[:-1]].tolist(), ids[o[1:]].tolist(), joined.tolist(),
+                                            same_line.tolist()) if s}

@@ -20,6 +20,7 @@ import numpy as np
 
 from backend.frame.detections import Detections, box_iou
 from backend.frame.pipeline import FrameResult, Pipeline, read_in_order
+from backend.frame.reading import joined_pairs
 from backend.model.predictions import Predictions
 
 
@@ -134,10 +135,13 @@ class Tracker:
     next_id: int = 1
     # reuse()'s match of this frame's candidates, for update() to take over: (boxes, pairs, shift)
     _matched: tuple | None = field(default=None, repr=False)
+    # The digits shown next to each other in a line, by track id, and whether they were one number
+    neighbours: dict[tuple[int, int], bool] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.tracks = []
         self._matched = None
+        self.neighbours = {}
 
     def _match(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
         """Tracks to this frame's boxes -> (pairs (track i, box j), the page's shift (dx, dy))."""
@@ -206,7 +210,9 @@ class Tracker:
                 self.tracks.append(t)
         shown = [t for t in self.tracks if t.hits >= cfg.min_hits]
         if not shown:
-            return accepted.select(np.zeros(0, np.int64))
+            out = accepted.select(np.zeros(0, np.int64))
+            out.track_ids = np.zeros(0, np.int64)
+            return out
         out = concat([t.det for t in shown])
         out.track_ids = np.array([t.track_id for t in shown], np.int64)
         out.digits = np.array([t.digit for t in shown], np.int64)
@@ -256,5 +262,6 @@ def read_tracked(pipeline: Pipeline, tracker: Tracker, frame: np.ndarray) -> Fra
     """A video's frame through the pipeline, tracked: the crops the tracker knows are not read
     again, and the digits are the tracker's, in reading order, with their numbers."""
     result = pipeline.process(frame, reuse=tracker.reuse, read=False)  # read once, tracked
-    dets, reading = read_in_order(tracker.update(result.detections, result.rejected))
+    dets, reading = read_in_order(tracker.update(result.detections, result.rejected), tracker.neighbours)
+    tracker.neighbours = joined_pairs(reading, dets.track_ids)
     return replace(result, detections=dets, numbers=reading.numbers, reading=reading)
