@@ -171,6 +171,30 @@ def test_a_shaking_page_keeps_its_track_ids():
                                                                               first.track_ids.tolist()))
 
 
+def test_a_shaking_page_of_200_digits_keeps_its_track_ids():
+    # 10 lines of 20 handwritten digits 30 px tall, 28-44 px apart, each box a pixel or two off
+    # from frame to frame.
+    rng = np.random.default_rng(0)
+    x = 40 + np.cumsum(rng.integers(28, 45, (10, 20)), axis=1)
+    page = np.array([[x[r, k], 40 + 60 * r + rng.integers(-4, 5), rng.integers(18, 27), 30]
+                     for r in range(10) for k in range(20)])
+    def shot(dx, dy):
+        return page + [dx, dy, 0, 0] + np.c_[rng.integers(-1, 2, (200, 2)), rng.integers(-1, 2, (200, 2))]
+    first = shot(0, 0)
+    for move in ((8, -5), (47, 22), (-60, 35)):  # up to 2.3 digit heights, beyond its neighbour
+        assert np.abs(page_shift(first, shot(*move)) - move).max() <= 3  # boxes a pixel or two off in each
+    assert page_shift(first, shot(0, 0)).tolist() == [0, 0]
+    assert page_shift(first, shot(130, 0)).tolist() == [0, 0]  # over 4 heights: not told from a neighbour's place
+    other = np.c_[rng.uniform(0, 800, (200, 2)), rng.integers(22, 30, (200, 2))]  # another sheet
+    assert page_shift(first, other).tolist() == [0, 0]
+    tr = Tracker(TrackerConfig(min_hits=1))
+    labels = [onehot(k % 10) for k in range(200)]
+    ids = tr.update(dets(first, labels)).track_ids
+    for move in ((20, 10), (-15, 30), (25, -20)):
+        out = tr.update(dets(shot(*move), labels))
+        assert len(out) == 200 and sorted(out.track_ids.tolist()) == sorted(ids.tolist())
+
+
 def test_update_takes_over_the_match_reuse_made_of_the_same_candidates():
     rng = np.random.default_rng(0)
     row = np.array([[40 * k + 10, 50, 24, 34] for k in range(6)])

@@ -99,11 +99,13 @@ def page_shift(prev: np.ndarray, cur: np.ndarray, tol: float = 0.25, max_pairs: 
     Every displacement from a previous box to a current one of about its size is a candidate; the
     one that brings the most previous boxes within `tol` of their height onto a current box wins,
     the smallest among equals (a hand-held camera shakes all digits alike, often by more than a
-    digit's width). None is looked for beyond `max_pairs` box pairs, and two boxes at least must
-    agree (one box moving far is as likely another digit).
+    digit's width). Two boxes at least must agree (one box moving far is as likely another
+    digit). Beyond `max_pairs` box pairs (a page), _page_shift_many.
     """
-    if len(prev) == 0 or len(cur) == 0 or len(prev) * len(cur) > max_pairs:
+    if len(prev) == 0 or len(cur) == 0:
         return np.zeros(2)
+    if len(prev) * len(cur) > max_pairs:
+        return _page_shift_many(prev, cur, tol)
     pc, cc = prev[:, :2] + prev[:, 2:] / 2, cur[:, :2] + cur[:, 2:] / 2
     ratio = cur[None, :, 3] / np.maximum(prev[:, None, 3], 1e-9)
     i, j = np.nonzero((ratio > 0.7) & (ratio < 1.4))
@@ -115,6 +117,43 @@ def page_shift(prev: np.ndarray, cur: np.ndarray, tol: float = 0.25, max_pairs: 
     if len(support) == 0 or support.max() < 2:
         return np.zeros(2)
     return shifts[int(np.argmax(support))]  # the first best: the smallest move
+
+
+def _page_shift_many(prev: np.ndarray, cur: np.ndarray, tol: float, sample: int = 48, seeds: int = 8,
+                     reach: float = 3.0) -> np.ndarray:
+    """page_shift for a page of many digits, whose boxes are each near many others. The support is
+    counted on `sample` boxes spread over the page; a page that has not moved (most of them on a
+    current box as they are) is told first. Otherwise the candidates are every displacement of
+    `seeds` of them onto a current box of about their size at most `reach` digit heights away, and
+    the winner must bring 60 % of the sample onto current boxes: on a page that dense, a move by
+    a digit or a line too few or too many brings a third to a half of them onto their neighbours
+    (on the benchmark's pages; the true move, 94 %)."""
+    pc, cc = prev[:, :2] + prev[:, 2:] / 2, cur[:, :2] + cur[:, 2:] / 2
+    h = float(np.median(prev[:, 3]))
+    sub = np.unique(np.linspace(0, len(prev) - 1, min(sample, len(prev))).astype(np.int64))
+    # The pairs a shift can bring together: at most `reach` heights and the tolerance apart.
+    ds = cc[None] - pc[sub][:, None]  # (N', M, 2)
+    si, sj = np.nonzero(np.hypot(ds[..., 0], ds[..., 1]) <= reach * h + tol * prev[sub, 3].max() + 1.0)
+    gap, r2 = ds[si, sj], (tol * prev[sub][si, 3]) ** 2
+
+    def support(shifts: np.ndarray) -> np.ndarray:  # (K,) sample boxes each shift brings onto a current box
+        off = gap[None] - shifts[:, None]  # (K, P, 2)
+        k, p = np.nonzero(off[..., 0] ** 2 + off[..., 1] ** 2 <= r2[None])
+        onto = np.zeros((len(shifts), len(sub)), bool)
+        onto[k, si[p]] = True
+        return onto.sum(axis=1)
+
+    if support(np.zeros((1, 2)))[0] >= 0.8 * len(sub):
+        return np.zeros(2)
+    seed = sub[np.unique(np.linspace(0, len(sub) - 1, min(seeds, len(sub))).astype(np.int64))]
+    d = cc[None] - pc[seed][:, None]  # (S, M, 2)
+    ratio = cur[None, :, 3] / np.maximum(prev[seed][:, None, 3], 1e-9)
+    ok = (ratio > 0.7) & (ratio < 1.4) & (np.hypot(d[..., 0], d[..., 1]) <= reach * h)
+    shifts = np.concatenate([np.zeros((1, 2)), d[ok]])
+    shifts = shifts[np.argsort(np.hypot(*shifts.T), kind="stable")]
+    n = support(shifts)
+    best = int(np.argmax(n))  # the first best: the smallest move
+    return shifts[best] if n[best] >= max(2, 0.6 * len(sub)) else np.zeros(2)
 
 
 def concat(parts: list[Detections]) -> Detections:
