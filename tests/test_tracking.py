@@ -160,6 +160,23 @@ def test_reuse_skips_unchanged_crops_of_confident_tracks_only():
     assert not unsure.reuse(box, c[None])[0].any()
 
 
+def test_a_page_of_tracks_due_together_is_read_again_a_share_at_a_time():
+    cfg = TrackerConfig(max_age=4, min_hits=1)
+    tr = Tracker(cfg)
+    boxes = np.array([[10 + 30 * (k % 20), 10 + 50 * (k // 20), 20, 30] for k in range(40)])
+    crops = np.repeat(crop(0)[None], 40, axis=0)
+    tr.update(dets(boxes, [onehot(7, 0.95)] * 40, crops))
+    read = []
+    for _ in range(8):
+        known, cached = tr.reuse(boxes, crops)
+        read.append(int((~known).sum()))
+        probs = np.repeat(onehot(7, 0.96)[None], 40, axis=0)  # what the model says of those read again
+        probs[known] = cached.probs
+        tr.update(dets(boxes, probs, crops))
+    # 40 tracks, all due after 4 frames: at most twice their share (40 / 4) a frame, each in turn.
+    assert read[:3] == [0, 0, 0] and max(read) == 20 and sum(read) >= 40
+
+
 def test_a_shaking_page_keeps_its_track_ids():
     row = np.array([[40 * k + 10, 50, 24, 34] for k in range(5)])
     moved = row + [30, 5, 0, 0]  # further than a digit's width: each box lands nearer its neighbour

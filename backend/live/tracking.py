@@ -202,9 +202,15 @@ class Tracker:
         if cfg.reuse:
             pairs, shift = self._match(boxes)
             self._matched = (np.asarray(boxes), pairs, shift)
+            # Tracks due for a fresh read take turns, the oldest first, at most twice their share
+            # a frame (8 at least): a page whose digits came into view together is then not read
+            # whole again in one frame every max_age frames.
+            due = sorted((i for i, _ in pairs if self.tracks[i].age + 1 >= cfg.max_age), key=lambda i: -self.tracks[i].age)
+            waiting = set(due[max(8, -(-2 * len(self.tracks) // cfg.max_age)):])
             for i, j in sorted(pairs, key=lambda p: p[1]):
                 t = self.tracks[i]
-                if t.classified is None or t.age + 1 >= cfg.max_age or t.confidence < cfg.reuse_confidence:
+                if (t.classified is None or t.confidence < cfg.reuse_confidence
+                        or (t.age + 1 >= cfg.max_age and i not in waiting)):
                     continue
                 change = np.abs(crops[j].astype(np.int16) - t.classified_crop).mean() / 255.0
                 if change <= cfg.max_crop_change:
