@@ -267,14 +267,23 @@ class Tracker:
 
     def _match_again(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
         """_match for update: the boxes reuse() matched in this frame, in another order (the
-        accepted first), take over its match (the tracks are the same until update changes them)."""
+        accepted first), take over its match (the tracks are the same until update changes them).
+        Boxes it did not see (a touching pair read in halves instead of whole) are matched to the
+        tracks left, after the same shift of the page."""
         matched, self._matched = self._matched, None
-        if matched is not None and len(matched[0]) == len(boxes):
-            where = {b: j for j, b in enumerate(map(tuple, np.asarray(boxes).tolist()))}
-            before = [where.get(b) for b in map(tuple, matched[0].tolist())]
-            if len(where) == len(boxes) and None not in before:
-                return [(i, before[j]) for i, j in matched[1]], matched[2]
-        return self._match(boxes)
+        where = {b: j for j, b in enumerate(map(tuple, np.asarray(boxes).tolist()))}
+        if matched is None or len(where) < len(boxes):
+            return self._match(boxes)
+        seen, pairs, shift = matched
+        before = [where.get(b) for b in map(tuple, seen.tolist())]
+        kept = [(i, before[j]) for i, j in pairs if before[j] is not None]
+        rest_t = sorted(set(range(len(self.tracks))) - {i for i, _ in kept})
+        rest_b = sorted(set(range(len(boxes))) - {j for _, j in kept})
+        if not rest_t or not rest_b:
+            return kept, shift
+        prev = np.array([self.tracks[i].box for i in rest_t], np.float64) + [shift[0], shift[1], 0.0, 0.0]
+        more = match_boxes(prev, np.asarray(boxes, np.float64)[rest_b], self.cfg.min_iou, self.cfg.max_centre_dist)
+        return kept + [(rest_t[a], rest_b[b]) for a, b in more], shift
 
     def _observe(self, tracks: list[Track], cands: Detections, rows: list[int]) -> None:
         """Each track seen again as its row of `cands`: its probabilities averaged in, its label
