@@ -9,8 +9,8 @@ seen in `min_hits` frames. A new digit still shows within a few frames, and a di
 place within a few more.
 
 The tracker also says which digits need not go through the model again (`reuse`): a confident
-track whose crop has barely changed since it was last classified keeps that prediction, for at
-most `max_age` frames.
+track whose crop has barely changed since it was last classified keeps that prediction, for
+`max_age` frames (when many come due at once, as a page's do, they take turns).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class TrackerConfig:
     # a track seen in fewer than min_hits + max_missed frames is held for fewer
     min_confidence: float = 0.5  # a rejected candidate continues a track only while it is this confident
     reuse: bool = True  # skip the model for unchanged crops of confident tracks
-    max_age: int = 10  # ...but classify every track at least once in this many frames
+    max_age: int = 10  # ...but classify every track again after this many frames (see reuse)
     max_crop_change: float = 0.06  # ...or when its crop differs by more (mean |diff|, 0..1)
     reuse_confidence: float = 0.8  # ...or when its smoothed confidence is below this
 
@@ -193,7 +193,8 @@ class Tracker:
     def reuse(self, boxes: np.ndarray, crops: np.ndarray) -> tuple[np.ndarray, Predictions]:
         """A frame's candidate boxes (N, 4) and model inputs (N, 28, 28) uint8 -> (known (N,) bool,
         Predictions of the known ones, in order): the crops of confident tracks that changed by at
-        most `max_crop_change` since the track was last classified, at most `max_age` frames ago.
+        most `max_crop_change` since the track was last classified, less than `max_age` frames ago
+        (or due, but waiting its turn).
         Pass as `Pipeline.process(frame, reuse=tracker.reuse, read=False)`; update() takes over
         its match of the boxes."""
         cfg = self.cfg
