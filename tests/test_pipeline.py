@@ -234,7 +234,10 @@ def test_a_page_read_in_overlapping_chunks_reads_as_in_one_batch(digits, monkeyp
     # Tracked (a reuse that knows none of the crops): the page's crops are read in two halves,
     # one on each thread, at once.
     rec.calls.clear()
-    tracked = Pipeline(rec).process(frame, reuse=lambda boxes, crops: (np.zeros(len(boxes), bool), Predictions.empty(7)))
+    def none_known(boxes, crops):
+        return np.zeros(len(boxes), bool), Predictions.empty(7)
+
+    tracked = Pipeline(rec).process(frame, reuse=none_known)
     assert sorted(name[:5] for _, name in rec.calls) == ["MainT", "model"]
     monkeypatch.setattr(pipeline, "CHUNK", 10_000)
     whole = Pipeline(rec).process(frame)

@@ -214,7 +214,8 @@ def test_a_shaking_page_of_200_digits_keeps_its_track_ids():
 
 def test_a_pair_read_in_halves_keeps_the_tracks_of_its_halves():
     tr = Tracker(TrackerConfig(min_hits=1))
-    row, whole, halves = [[10 + 40 * k, 50, 24, 34] for k in range(4)], [[200, 50, 30, 34]], [[200, 50, 14, 34], [216, 50, 14, 34]]
+    row = [[10 + 40 * k, 50, 24, 34] for k in range(4)]
+    whole, halves = [[200, 50, 30, 34]], [[200, 50, 14, 34], [216, 50, 14, 34]]
     ids = tr.update(dets(row + halves, [onehot(k) for k in range(6)])).track_ids
     moved = np.array(row + whole) + [3, 1, 0, 0]
     tr.reuse(moved, np.zeros((5, 28, 28), np.uint8))  # the pair whole, as detection cut it out

@@ -164,7 +164,8 @@ def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3, tra
             cands.append(len(res.detections) + len(res.rejected))
             calls.append(res.model_calls)
             found.append(score_frame(res, fs.truth[i]) if fs.truth else (len(res.detections), None))
-    row = {"set": fs.name + (" tracked" if tracked else ""), "frames": len(fs.frames), "size": "x".join(map(str, fs.frames[0].shape[1::-1])),
+    row = {"set": fs.name + (" tracked" if tracked else ""), "frames": len(fs.frames),
+           "size": "x".join(map(str, fs.frames[0].shape[1::-1])),
            "placed": float(np.mean([len(t[1]) for t in fs.truth])) if fs.truth else None,
            "found": float(np.mean([f for f, _ in found])),
            "read_right": float(np.mean([r for _, r in found])) if fs.truth else None,

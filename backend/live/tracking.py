@@ -206,7 +206,8 @@ class Tracker:
             # Tracks due for a fresh read take turns, the oldest first, at most twice their share
             # a frame (8 at least): a page whose digits came into view together is then not read
             # whole again in one frame every max_age frames.
-            due = sorted((i for i, _ in pairs if self.tracks[i].age + 1 >= cfg.max_age), key=lambda i: -self.tracks[i].age)
+            due = sorted((i for i, _ in pairs if self.tracks[i].age + 1 >= cfg.max_age),
+                         key=lambda i: -self.tracks[i].age)
             waiting = set(due[max(8, -(-2 * len(self.tracks) // cfg.max_age)):])
             for i, j in sorted(pairs, key=lambda p: p[1]):
                 t = self.tracks[i]
