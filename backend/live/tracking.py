@@ -96,24 +96,18 @@ def match_boxes(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_di
 def page_shift(prev: np.ndarray, cur: np.ndarray, tol: float = 0.25, max_pairs: int = 10_000) -> np.ndarray:
     """How far the page moved between two frames' boxes (x, y, w, h) -> (dx, dy) pixels.
 
-    Every displacement from a previous box to a current one of about its size is a candidate; the
-    one that brings the most previous boxes within `tol` of their height onto a current box wins,
-    the smallest among equals (a hand-held camera shakes all digits alike, often by more than a
-    digit's width). Two boxes at least must agree (one box moving far is as likely another
-    digit). Beyond `max_pairs` box pairs (a page), _page_shift_many.
+    Every displacement from a previous box to a current one of about its size is a candidate (the
+    64 smallest); the one that brings the most previous boxes within `tol` of their height onto a
+    current box wins, the smallest among equals (a hand-held camera shakes all digits alike, often
+    by more than a digit's width). Two boxes at least must agree (one box moving far is as likely
+    another digit). Beyond `max_pairs` box pairs (a page), _page_shift_many.
     """
     if len(prev) == 0 or len(cur) == 0:
         return np.zeros(2)
     if len(prev) * len(cur) > max_pairs:
         return _page_shift_many(prev, cur, tol)
-    pc, cc = prev[:, :2] + prev[:, 2:] / 2, cur[:, :2] + cur[:, 2:] / 2
-    ratio = cur[None, :, 3] / np.maximum(prev[:, None, 3], 1e-9)
-    i, j = np.nonzero((ratio > 0.7) & (ratio < 1.4))
-    shifts = cc[j] - pc[i]  # (K, 2)
-    shifts = shifts[np.argsort(np.hypot(*shifts.T), kind="stable")[:64]]
-    moved = pc[None, :, None] + shifts[:, None, None]  # (K, N, 1, 2)
-    near = np.linalg.norm(moved - cc[None, None], axis=3).min(axis=2) <= tol * prev[None, :, 3]  # (K, N)
-    support = near.sum(axis=1)
+    shifts = _moves(prev, cur)[:64]
+    support = _support(prev, cur, shifts, tol)
     if len(support) == 0 or support.max() < 2:
         return np.zeros(2)
     return shifts[int(np.argmax(support))]  # the first best: the smallest move
@@ -128,32 +122,44 @@ def _page_shift_many(prev: np.ndarray, cur: np.ndarray, tol: float, sample: int 
     the winner must bring 60 % of the sample onto current boxes: on a page that dense, a move by
     a digit or a line too few or too many brings a third to a half of them onto their neighbours
     (on the benchmark's pages; the true move, 94 %)."""
-    pc, cc = prev[:, :2] + prev[:, 2:] / 2, cur[:, :2] + cur[:, 2:] / 2
-    h = float(np.median(prev[:, 3]))
-    sub = np.unique(np.linspace(0, len(prev) - 1, min(sample, len(prev))).astype(np.int64))
-    # The pairs a shift can bring together: at most `reach` heights and the tolerance apart.
-    ds = cc[None] - pc[sub][:, None]  # (N', M, 2)
-    si, sj = np.nonzero(np.hypot(ds[..., 0], ds[..., 1]) <= reach * h + tol * prev[sub, 3].max() + 1.0)
-    gap, r2 = ds[si, sj], (tol * prev[sub][si, 3]) ** 2
-
-    def support(shifts: np.ndarray) -> np.ndarray:  # (K,) sample boxes each shift brings onto a current box
-        off = gap[None] - shifts[:, None]  # (K, P, 2)
-        k, p = np.nonzero(off[..., 0] ** 2 + off[..., 1] ** 2 <= r2[None])
-        onto = np.zeros((len(shifts), len(sub)), bool)
-        onto[k, si[p]] = True
-        return onto.sum(axis=1)
-
-    if support(np.zeros((1, 2)))[0] >= 0.8 * len(sub):
+    spread = prev[np.unique(np.linspace(0, len(prev) - 1, min(sample, len(prev))).astype(np.int64))]
+    if _support(spread, cur, np.zeros((1, 2)), tol)[0] >= 0.8 * len(spread):
         return np.zeros(2)
-    seed = sub[np.unique(np.linspace(0, len(sub) - 1, min(seeds, len(sub))).astype(np.int64))]
-    d = cc[None] - pc[seed][:, None]  # (S, M, 2)
-    ratio = cur[None, :, 3] / np.maximum(prev[seed][:, None, 3], 1e-9)
-    ok = (ratio > 0.7) & (ratio < 1.4) & (np.hypot(d[..., 0], d[..., 1]) <= reach * h)
-    shifts = np.concatenate([np.zeros((1, 2)), d[ok]])
-    shifts = shifts[np.argsort(np.hypot(*shifts.T), kind="stable")]
-    n = support(shifts)
+    seed = spread[np.unique(np.linspace(0, len(spread) - 1, min(seeds, len(spread))).astype(np.int64))]
+    shifts = np.concatenate([np.zeros((1, 2)), _moves(seed, cur, reach * float(np.median(prev[:, 3])))])
+    n = _support(spread, cur, shifts, tol)
     best = int(np.argmax(n))  # the first best: the smallest move
-    return shifts[best] if n[best] >= max(2, 0.6 * len(sub)) else np.zeros(2)
+    return shifts[best] if n[best] >= max(2, 0.6 * len(spread)) else np.zeros(2)
+
+
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    return boxes[:, :2] + boxes[:, 2:] / 2
+
+
+def _moves(prev: np.ndarray, cur: np.ndarray, reach: float = np.inf) -> np.ndarray:
+    """(K, 2) the displacements from the previous boxes onto current boxes of about their height,
+    at most `reach` long, smallest first (equal ones in the order of the boxes)."""
+    ratio = cur[None, :, 3] / np.maximum(prev[:, None, 3], 1e-9)
+    i, j = np.nonzero((ratio > 0.7) & (ratio < 1.4))
+    shifts = _centres(cur)[j] - _centres(prev)[i]
+    size = np.hypot(*shifts.T)
+    order = np.argsort(size, kind="stable")
+    return shifts[order[size[order] <= reach]]
+
+
+def _support(prev: np.ndarray, cur: np.ndarray, shifts: np.ndarray, tol: float) -> np.ndarray:
+    """(K,) how many previous boxes each shift brings within `tol` of their height of a current
+    box's centre. Tested only on the pairs a shift can bring together (at most the longest shift
+    and the tolerance apart: on a page of hundreds of boxes, a few per box), not every pair."""
+    pc, cc = _centres(prev), _centres(cur)
+    d = cc[None] - pc[:, None]  # (N, M, 2)
+    reach = np.hypot(*shifts.T).max(initial=0.0) + tol * prev[:, 3].max() + 1.0
+    i, j = np.nonzero(np.hypot(d[..., 0], d[..., 1]) <= reach)
+    near = np.linalg.norm(pc[i][None] + shifts[:, None] - cc[j][None], axis=2) <= tol * prev[i, 3][None]  # (K, P)
+    onto = np.zeros((len(shifts), len(prev)), bool)  # the previous boxes each shift brings onto a current one
+    k, p = np.nonzero(near)
+    onto[k, i[p]] = True
+    return onto.sum(axis=1)
 
 
 def concat(parts: list[Detections]) -> Detections:
@@ -273,8 +279,10 @@ class Tracker:
         Boxes it did not see (a touching pair read in halves instead of whole) are matched to the
         tracks left, after the same shift of the page."""
         matched, self._matched = self._matched, None
+        if matched is None:
+            return self._match(boxes)
         where = {b: j for j, b in enumerate(map(tuple, np.asarray(boxes).tolist()))}
-        if matched is None or len(where) < len(boxes):
+        if len(where) < len(boxes):  # the same box twice: which is which is not known
             return self._match(boxes)
         seen, pairs, shift = matched
         before = [where.get(b) for b in map(tuple, seen.tolist())]
