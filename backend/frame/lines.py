@@ -202,8 +202,8 @@ def _at_middle(line: tuple[bool, float, float, int, int], shape: tuple[int, int]
 def _all_found(before: list, now: list, shape: tuple[int, int]) -> bool:
     """Whether each of the lines found `before` (horizontal, a, b, u0, u1) is found `now`: a line
     the same way within 6 pixels of it at the frame's middle."""
-    here = [(line[0], _at_middle(line, shape)) for line in now]
-    return all(any(line[0] == g and abs(_at_middle(line, shape) - u) <= 6 for g, u in here) for line in before)
+    here, then = ([(line[0], _at_middle(line, shape)) for line in lines] for lines in (now, before))
+    return all(any(h == g and abs(v - u) <= 6 for g, u in here) for h, v in then)
 
 
 def _distinct(found: list, shape: tuple[int, int], thick: float) -> int:
