@@ -143,7 +143,7 @@ def time_frames(pipe: Pipeline, fs: FrameSet, repeats: int, warmup: int = 3, tra
         warmup = tracker.cfg.min_hits + 1
     else:
         process = pipe.process
-    for i in range(warmup if tracked else min(warmup, len(fs.frames))):
+    for i in range(warmup):
         process(fs.frames[i % len(fs.frames)])
     per_stage: dict[str, list[float]] = {s: [] for s in (*STAGES, "draw")}
     total, cpu, cands, calls, found = [], [], [], [], []  # found: (found, read right) per frame
