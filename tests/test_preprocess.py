@@ -7,9 +7,9 @@ import pytest
 
 from backend.frame import synth
 from scenes import write_digit
-from backend.frame.detect import find_candidates
+from backend.frame.detect import find_candidates, stroke_width
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE, fit_and_centre
-from backend.frame.preprocess import candidates_to_mnist, percentile, stroke_width, to_batch
+from backend.frame.preprocess import candidates_to_mnist, normalise_strokes, percentile, to_batch
 
 
 def mnist_stroke(img28: np.ndarray) -> float:
@@ -105,3 +105,59 @@ def test_percentile_equals_numpys(n, q):
     values = np.random.default_rng(n).random(n).astype(np.float32)
     values[: n // 3] = values[-1]  # ties
     assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-6, abs=1e-7)
+
+
+def test_crops_prepared_together_come_out_as_each_alone(digits):
+    """A chunk's crops are worked on side by side: neighbours must not reach into each other.
+    Scenes of digits 22 to 120 px tall, each crop prepared with all the others, in chunks of
+    three and on its own."""
+    cfg = synth.SceneConfig(min_digits=8, max_digits=10, closeup_p=0.0)
+    for sc in synth.scenes(2, seed=5, cfg=cfg, digits=digits):
+        c = find_candidates(sc.image)
+        together = candidates_to_mnist(c)
+        assert len(together) >= 6
+        for i in range(len(c.boxes)):
+            assert np.array_equal(together[i], candidates_to_mnist(c, None, i, i + 1)[0])
+        chunks = np.concatenate([candidates_to_mnist(c, None, s, s + 3) for s in range(0, len(c.boxes), 3)])
+        assert np.array_equal(together, chunks)
+
+
+def normalised_alone(digit: np.ndarray) -> np.ndarray:
+    """What normalise_strokes does to one digit, spelt out on the digit alone: fitted to the 60 px
+    canvas, a shrunken hairline stretched, its stroke width measured as detect.stroke_width does
+    and brought to MNIST's by a dilation or an erosion, cut to its ink above 0.1, in 8 bits."""
+    side, target = 60, 3 * MNIST_STROKE
+    h, w = digit.shape
+    if h == 0 or w == 0:
+        return np.zeros((0, 0), np.uint8)
+    f = side / max(h, w)
+    img = cv2.resize(digit, (max(1, round(w * f)), max(1, round(h * f))),
+                     interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    on = img[img > 0.05]
+    if f < 1 and on.size and np.count_nonzero(on < 1.0) > int(0.9 * (on.size - 1)):
+        img = np.minimum(img * (1.0 / max(percentile(on, 90), 0.2)), 1)
+    sw = stroke_width((img > 0.5).astype(np.uint8))
+    disk = lambda k: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))  # noqa: E731
+    if target - sw >= 1.0:
+        k = int(round(target - sw)) + 1
+        img = cv2.dilate(cv2.copyMakeBorder(img, k, k, k, k, cv2.BORDER_CONSTANT, value=0), disk(k))
+    elif target - sw <= -1.0 and (k := int(round(min(sw - target, sw - 0.7 * target, 0.2 * side))) + 1) >= 2:
+        img = cv2.erode(img, disk(k))
+    x, y, w, h = cv2.boundingRect((img > 0.1).astype(np.uint8))
+    return (img[y:y + h, x:x + w] * 255).astype(np.uint8)
+
+
+def test_strokes_normalised_side_by_side_as_each_alone():
+    """Digits whose strokes are widened (a thin pen, the widest 60 px across), thinned (a marker),
+    stretched (a faint hairline shrunk) or left alone, and an empty one, normalised side by side,
+    against each digit's own normalisation."""
+    def ring(h, w, t, level=1.0):
+        img = np.zeros((h, w), np.float32)
+        cv2.ellipse(img, (w // 2, h // 2), (w // 2 - t, h // 2 - t), 0, 0, 360, level, t)
+        return cv2.GaussianBlur(img, (3, 3), 0)
+    digits = [ring(90, 90, 1), ring(40, 90, 1), ring(50, 30, 12), ring(120, 80, 2, 0.4), ring(12, 8, 1),
+              np.zeros((0, 0), np.float32), ring(30, 20, 3), ring(200, 200, 40)]
+    together = normalise_strokes(digits)
+    assert all(np.array_equal(a, normalised_alone(d)) for a, d in zip(together, digits))
+    assert together[0].shape[1] > 60 and together[1].shape[1] > 60  # widened past the 60 px fit
+    assert together[5].size == 0

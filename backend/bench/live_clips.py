@@ -22,8 +22,7 @@ import cv2
 import numpy as np
 
 from backend.errors import UserError
-from backend.frame.detect import DetectConfig, find_candidates
-from backend.frame.preprocess import stroke_width
+from backend.frame.detect import DetectConfig, find_candidates, stroke_width
 from backend.frame.reading import reading_order
 
 REALWORLD = Path(__file__).resolve().parents[3] / "shared" / "realworld"  # the development photos, beside the project

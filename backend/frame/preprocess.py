@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from backend.frame.detect import _SQUARE3, Candidates, stroke_width
+from backend.frame.detect import Candidates
 from backend.frame.lines import percentile
 from backend.frame.mnist import FIT_SIZE, MNIST_STROKE, fit_and_centre, normalize
 
@@ -49,12 +49,11 @@ def _ink_crops(c: Candidates, start: int, boxes: np.ndarray, levels: np.ndarray,
 
     The regions around the digits are worked on side by side in one image, with gaps between
     them: only bringing each one's background, mask and ink there is a call per digit."""
-    n, pad = len(boxes), math.ceil(1.0 / c.scale) + 1  # a working pixel at full resolution, and one more
+    pad = math.ceil(1.0 / c.scale) + 1  # a working pixel at full resolution, and one more
     regions = _regions(c, boxes, pad)
     rw, rh = regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1]
     left = np.concatenate([[0], np.cumsum(rw + pad)[:-1]])  # where each region starts
-    col = np.repeat(np.stack([np.arange(n), np.full(n, -1)], 1).ravel(), np.stack([rw, np.full(n, pad)], 1).ravel())
-    shape = (int(rh.max()), len(col))  # col: each column's region, -1 in the gaps
+    shape = (int(rh.max()), int(left[-1] + rw[-1] + pad))
     bg, ink, m = np.zeros(shape, c.paper.dtype), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
     # A digit smaller than MNIST's 20-px box is written with strokes a pixel or two wide, which
     # the camera's blur spreads as wide again: cut at ink_hi of its darkness, each stroke came out
@@ -62,8 +61,8 @@ def _ink_crops(c: Candidates, start: int, boxes: np.ndarray, levels: np.ndarray,
     # There only its own ink level is full white.
     lo = cfg.ink_lo * levels
     span = np.maximum(np.where(boxes[:, 3] >= FIT_SIZE, cfg.ink_hi, cfg.small_ink_hi) * levels - lo, 1e-3)
-    for k, ((x, y, w, h), (x0, y0, x1, y1, bx0, by0, bx1, by1), l, sp) in enumerate(
-            zip(boxes.tolist(), regions.tolist(), left.tolist(), span.tolist())):
+    for k, ((x, y, w, h), (x0, y0, x1, y1, bx0, by0, bx1, by1), l, sp, off) in enumerate(
+            zip(boxes.tolist(), regions.tolist(), left.tolist(), span.tolist(), ((1.0 - lo) / span).tolist())):
         here = (slice(0, y1 - y0), slice(l, l + x1 - x0))
         # The background at working resolution, over the same region, brought to its size.
         cv2.resize(c.paper[by0:by1, bx0:bx1], (x1 - x0, y1 - y0), dst=bg[here], interpolation=cv2.INTER_LINEAR)
@@ -71,25 +70,22 @@ def _ink_crops(c: Candidates, start: int, boxes: np.ndarray, levels: np.ndarray,
         cv2.resize(c.masks[start + k], (w, h), dst=m[y - y0:y - y0 + h, l + x - x0:l + x - x0 + w],
                    interpolation=cv2.INTER_NEAREST)
         # Ink (1 - gray / background), stretched from [lo, hi] to [0, 1]: (1 - lo) / (hi - lo) -
-        # gray / (background * (hi - lo)); the first term is added to all the regions at once.
+        # gray / (background * (hi - lo)), in two calls.
         cv2.divide(c.gray[y0:y1, x0:x1], bg[here], dst=ink[here], scale=-1.0 / sp, dtype=cv2.CV_32F)
-    ink += np.append((1.0 - lo) / span, 0)[col].astype(np.float32)  # (col -1: the 0 appended)
+        cv2.add(ink[here], off, dst=ink[here])
     np.maximum(ink, 0, out=ink)  # (np.clip costs several times more)
     np.minimum(ink, 1, out=ink)
-    # Each mask grown by a working pixel (the gaps are wider), and kept to its region.
-    m = cv2.dilate(m, _disk(2 * pad - 1))
-    m &= (np.arange(shape[0])[:, None] < np.append(rh, 0)[col]).view(np.uint8)
-    ink = cv2.bitwise_and(ink, ink, mask=m)
-    # Each region cut to its ink above 0.1, as _tight would.
-    on = (ink > 0.1).view(np.uint8)
-    cols = np.flatnonzero(cv2.reduce(on, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S)[0])
-    i0, i1 = np.searchsorted(cols, left), np.searchsorted(cols, left + rw) - 1
-    x0, x1 = cols[np.minimum(i0, len(cols) - 1)], cols[np.maximum(i1, 0)] + 1
-    rows = np.add.reduceat(on, left, axis=1, dtype=np.int32).T > 0
-    y0, y1 = rows.argmax(1), shape[0] - rows[:, ::-1].argmax(1)
-    found = (i0 <= i1).tolist()
-    return [ink[a:b, p:q] if f else ink[:0, :0]
-            for a, b, p, q, f in zip(y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist(), found)]
+    # Each mask grown by a working pixel (the gaps are wider than that), over its ink.
+    ink = cv2.bitwise_and(ink, ink, mask=cv2.dilate(m, _disk(2 * pad - 1)))
+    # Each region cut to its ink above 0.1.
+    on = cv2.compare(ink, 0.1, cv2.CMP_GT)
+    return [_cut(ink, on, l, w) for l, w in zip(left.tolist(), rw.tolist())]
+
+
+def _cut(img: np.ndarray, on: np.ndarray, left: int, width: int) -> np.ndarray:
+    """The part of img, from column `left` and `width` wide, that holds the nonzero pixels of `on` there."""
+    x, y, w, h = cv2.boundingRect(on[:, left:left + width])
+    return img[y:y + h, left + x:left + x + w]
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,33 +107,27 @@ def ink_levels(ink: np.ndarray, masks: list[np.ndarray], boxes_work: list[list[i
     return np.where(n > 0, np.maximum(below.sum(1) / 255.0, 0.05), 1.0)
 
 
-def _tight(img: np.ndarray, thresh: float = 0.1) -> np.ndarray:
-    x, y, w, h = cv2.boundingRect(cv2.compare(img, thresh, cv2.CMP_GT))
-    return img[y:y + h, x:x + w]
-
-
-def _sums(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(h, n, w) bool images side by side -> each one's pixels set in every row (n, h) and in
-    every column (n, w)."""
+def _count(on: np.ndarray) -> np.ndarray:
+    """(h, n, w) bool images side by side -> (n,) pixels set in each."""
     h, n, w = on.shape
-    u8 = on.view(np.uint8)
-    rows = cv2.reduce(u8.reshape(-1, w), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(h, n).T
-    return rows, cv2.reduce(u8.reshape(h, -1), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(n, w)
+    return cv2.reduce(on.view(np.uint8).reshape(h, -1), 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(n, w).sum(1)
 
 
 def normalise_strokes(digits: list[np.ndarray], cfg: PreprocessConfig | None = None) -> list[np.ndarray]:
     """Tight (h, w) float32 ink images in [0, 1] -> tight uint8 white-on-black digits whose strokes
     are as wide, relative to their 20 px fit, as MNIST's (measured the same way as MNIST_STROKE).
 
-    The digits are resized side by side into one image, a tile each, which is measured, cut and
-    scaled at once; only the resizing and the thinning or thickening are a call per digit: a
-    page's hundreds of crops paid more for the calls than for the pixels. Each digit comes out
-    as it would alone."""
+    The digits are resized side by side into one image, a tile each with room to grow, which is
+    measured, cut and scaled at once; only the resizing and the thinning or thickening are a call
+    per digit: a page's hundreds of crops paid more for the calls than for the pixels. Each digit
+    comes out as it would alone."""
     cfg = cfg or PreprocessConfig()
-    n, side = len(digits), FIT_SIZE * cfg.canvas
+    n, side, target = len(digits), FIT_SIZE * cfg.canvas, MNIST_STROKE * cfg.canvas
     if n == 0:
         return []
-    tiles = np.zeros((side + 1, n, side + 1), np.float32)  # digit k in tiles[:, k], a row and column to spare
+    o = int(round(target)) + 1  # room around each digit for the widest thickening
+    tiles = np.zeros((side + 2 * o, n, side + 2 * o), np.float32)  # digit k in tiles[:, k]
+    outside = np.ones(tiles.shape, bool)  # of its digit, in each tile
     sizes, shrunk = np.zeros((n, 2), np.int64), np.zeros(n, bool)
     for k, d in enumerate(digits):
         h, w = d.shape
@@ -145,7 +135,8 @@ def normalise_strokes(digits: list[np.ndarray], cfg: PreprocessConfig | None = N
             continue
         f = side / max(h, w)
         nw, nh = max(1, round(w * f)), max(1, round(h * f))
-        cv2.resize(d, (nw, nh), dst=tiles[:nh, k, :nw], interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        cv2.resize(d, (nw, nh), dst=tiles[o:o + nh, k, o:o + nw], interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        outside[o:o + nh, k, o:o + nw] = False
         sizes[k], shrunk[k] = (nh, nw), f < 1
     # Shrinking a large digit drawn with a thin pen leaves a faint hairline: stretch it back so
     # that the stroke core is full white, as in MNIST, before measuring its width. The 90th
@@ -153,45 +144,37 @@ def normalise_strokes(digits: list[np.ndarray], cfg: PreprocessConfig | None = N
     # two counts tell that, most crops of a page need no sort. An enlarged digit keeps its ink
     # levels (a small digit's are its own: the sort cost a 640x480 page of 200 5 ms for nothing).
     if shrunk.any():
-        n_on, n_full = _sums(tiles > 0.05)[1].sum(1), _sums(tiles >= 1.0)[1].sum(1)
+        n_on, n_full = _count(tiles > 0.05), _count(tiles >= 1.0)
         for k in np.flatnonzero(shrunk & (n_on > 0) & (n_on - n_full > (0.9 * (n_on - 1)).astype(np.int64))).tolist():
             t = tiles[:, k]
             t *= 1.0 / max(percentile(t[t > 0.05], 90), 0.2)
             np.minimum(t, 1, out=t)  # (resampled ink is never below 0)
-    wide = {}  # digits whose strokes were widened: grown past their tiles
     if cfg.stroke_norm:
         # Stroke widths as backend.frame.detect.stroke_width measures a digit alone: 2 * area /
         # boundary of its ink above half, the boundary being what a 3x3 erosion takes away. Past
         # its digit a tile counts as ink, as past its edges an image does to an erosion.
         ink = tiles > 0.5
-        inside = (np.arange(side + 1)[:, None, None] < sizes[None, :, 0, None]) & \
-                 (np.arange(side + 1)[None, None, :] < sizes[None, :, 1, None])
-        area = _sums(ink)[1].sum(1)
-        eroded = cv2.erode((ink | ~inside).view(np.uint8).reshape(side + 1, -1), _SQUARE3).reshape(ink.shape)
-        boundary = area - _sums(eroded.view(bool) & inside)[1].sum(1)
+        area = _count(ink)
+        eroded = cv2.erode((ink | outside).view(np.uint8).reshape(len(ink), -1), None).reshape(ink.shape)  # (3x3)
+        boundary = area - _count(eroded.view(bool) > outside)  # eroded, and its digit's
         sw = np.where(area > 0, 2.0 * area / np.maximum(boundary, 1), 0.0)
-        target = MNIST_STROKE * cfg.canvas
         for k, (d, (nh, nw)) in enumerate(zip((target - sw).tolist(), sizes.tolist())):
-            if d >= 1.0:
+            if d >= 1.0:  # a thin pen's strokes widened, into the room around the digit
                 r = int(round(d)) + 1
-                img = cv2.copyMakeBorder(tiles[:nh, k, :nw], r, r, r, r, cv2.BORDER_CONSTANT, value=0)
-                wide[k] = (_tight(cv2.dilate(img, _disk(r))) * 255).astype(np.uint8)
+                t = tiles[o - r:o + nh + r, k, o - r:o + nw + r]
+                t[:] = cv2.dilate(t, _disk(r))
             elif d <= -1.0:
                 # Thin a bold marker stroke, but never below most of MNIST's width (keep it whole),
                 # nor by more than a fifth of the canvas: a stroke that wide is a blot, or a crop of a
                 # few pixels blown up, and eroding it with a disk that wide took 5 ms a crop.
                 r = int(round(min(-d, sw[k] - 0.7 * target, 0.2 * side))) + 1
                 if r >= 2:
-                    t = tiles[:nh, k, :nw]
+                    t = tiles[o:o + nh, k, o:o + nw]
                     t[:] = cv2.erode(t, _disk(r))
-    # Each digit cut to its ink above 0.1, as _tight would.
-    rows, cols = (a > 0 for a in _sums(tiles > 0.1))
-    y0, x0 = rows.argmax(1), cols.argmax(1)
-    y1, x1 = side + 1 - rows[:, ::-1].argmax(1), side + 1 - cols[:, ::-1].argmax(1)
-    y1, x1 = np.where(rows.any(1), y1, y0), np.where(cols.any(1), x1, x0)
-    u8 = (tiles * 255).astype(np.uint8)
-    return [wide[k] if k in wide else u8[a:b, k, c:e]
-            for k, (a, b, c, e) in enumerate(zip(y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist()))]
+    # Each digit cut to its ink above 0.1.
+    u8 = (tiles * 255).astype(np.uint8).reshape(len(tiles), -1)
+    on = cv2.compare(tiles.reshape(len(tiles), -1), 0.1, cv2.CMP_GT)
+    return [_cut(u8, on, k * tiles.shape[2], tiles.shape[2]) for k in range(n)]
 
 
 def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, start: int = 0,
