@@ -69,7 +69,8 @@ def match_scores(prev: np.ndarray, cur: np.ndarray, min_iou: float, max_centre_d
     pc = prev[:, :2] + prev[:, 2:] / 2.0
     cc = cur[:, :2] + cur[:, 2:] / 2.0
     diag = np.hypot(prev[:, 2], prev[:, 3])[:, None]
-    dist = np.linalg.norm(pc[:, None] - cc[None], axis=2) / np.maximum(diag, 1e-9)
+    dx, dy = pc[:, None, 0] - cc[None, :, 0], pc[:, None, 1] - cc[None, :, 1]
+    dist = np.sqrt(dx * dx + dy * dy) / np.maximum(diag, 1e-9)  # (np.linalg.norm: 4 times slower)
     return np.where(iou >= min_iou, 1.0 + iou, np.where(dist <= max_centre_dist, 1.0 - dist, -1.0))
 
 
@@ -215,15 +216,15 @@ class Tracker:
             due = sorted((i for i, _ in pairs if self.tracks[i].age + 1 >= cfg.max_age),
                          key=lambda i: -self.tracks[i].age)
             waiting = set(due[max(8, -(-2 * len(self.tracks) // cfg.max_age)):])
-            for i, j in sorted(pairs, key=lambda p: p[1]):
-                t = self.tracks[i]
-                if (t.classified is None or t.confidence < cfg.reuse_confidence
-                        or (t.age + 1 >= cfg.max_age and i not in waiting)):
-                    continue
-                change = np.abs(crops[j].astype(np.int16) - t.classified_crop).mean() / 255.0
-                if change <= cfg.max_crop_change:
-                    known[j] = True
-                    rows.append(t.classified)
+            ready = [(i, j) for i, j in sorted(pairs, key=lambda p: p[1])
+                     if (t := self.tracks[i]).classified is not None and t.confidence >= cfg.reuse_confidence
+                     and (t.age + 1 < cfg.max_age or i in waiting)]
+            if ready:  # their crops against those they were read on, all at once
+                ii, jj = (list(v) for v in zip(*ready))
+                last = np.stack([self.tracks[i].classified_crop for i in ii])
+                same = np.abs(crops[jj].astype(np.int16) - last).mean(axis=(1, 2)) / 255.0 <= cfg.max_crop_change
+                known[np.asarray(jj)[same]] = True
+                rows = [self.tracks[i].classified for i, s in zip(ii, same.tolist()) if s]
         if not rows:
             return known, Predictions.empty(1)
         return known, Predictions.concat(rows)
