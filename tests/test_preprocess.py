@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backend.frame import synth
+from backend.frame import preprocess, synth
 from scenes import write_digit
 from backend.frame.detect import find_candidates, stroke_width
 from backend.frame.mnist import FIT_SIZE, IMG_SIZE, MNIST_MEAN, MNIST_STD, MNIST_STROKE, fit_and_centre
@@ -107,7 +107,7 @@ def test_percentile_equals_numpys(n, q):
     assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)), rel=1e-6, abs=1e-7)
 
 
-def test_crops_prepared_together_come_out_as_each_alone(digits):
+def test_crops_prepared_together_come_out_as_each_alone(digits, monkeypatch):
     """A chunk's crops are worked on side by side: neighbours must not reach into each other.
     Scenes of digits 22 to 120 px tall, each crop prepared with all the others, in chunks of
     three and on its own."""
@@ -120,6 +120,8 @@ def test_crops_prepared_together_come_out_as_each_alone(digits):
             assert np.array_equal(together[i], candidates_to_mnist(c, None, i, i + 1)[0])
         chunks = np.concatenate([candidates_to_mnist(c, None, s, s + 3) for s in range(0, len(c.boxes), 3)])
         assert np.array_equal(together, chunks)
+    monkeypatch.setattr(preprocess, "MOSAIC", 4)  # more candidates than prepared side by side at once
+    assert np.array_equal(candidates_to_mnist(c), together)
 
 
 def normalised_alone(digit: np.ndarray) -> np.ndarray:

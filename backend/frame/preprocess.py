@@ -28,6 +28,9 @@ class PreprocessConfig:
     small_ink_hi: float = 1.0  # the same for digits under FIT_SIZE px tall (see _ink_crops)
 
 
+MOSAIC = 256  # crops prepared side by side at most, so that the images they share stay small
+
+
 def _regions(c: Candidates, boxes: np.ndarray, pad: int) -> np.ndarray:
     """(N, 8) int64 per candidate box (N, 4) of the full frame: the box grown by `pad` pixels (a
     working pixel and one more) (x0, y0, x1, y1), inside the frame, and the same region in
@@ -185,6 +188,8 @@ def candidates_to_mnist(c: Candidates, cfg: PreprocessConfig | None = None, star
     stop = len(c.boxes) if stop is None else min(stop, len(c.boxes))
     if stop <= start:
         return fit_and_centre([])
+    if stop - start > MOSAIC:  # (hostile input: thousands of candidates)
+        return np.concatenate([candidates_to_mnist(c, cfg, s, min(s + MOSAIC, stop)) for s in range(start, stop, MOSAIC)])
     levels = ink_levels(c.ink, c.masks[start:stop], c.boxes_work[start:stop].tolist())
     return fit_and_centre(normalise_strokes(_ink_crops(c, start, c.boxes[start:stop], levels, cfg), cfg))
 
