@@ -105,9 +105,10 @@ class Pipeline:
                            cand.light_on_dark, n_model, cand.dropped)
 
     def _predict(self, batch: np.ndarray) -> Predictions:
-        """Predictions of a batch; a page's worth (a tracked page that is new, or moved too much
-        for its crops to be reused) is read half here and half on the model thread, at once."""
-        if len(batch) < 2 * CHUNK:
+        """Predictions of a batch; more than a chunk (a tracked page's crops that changed or are
+        due a fresh read, all of a new page's) is read half here and half on the model thread, at
+        once (41 crops: 5.1 -> 3.2 ms; 24: 2.9 against 2.8 ms, the hand-over eats the gain)."""
+        if len(batch) <= CHUNK:
             return self.recognizer.predict(batch)
         half = len(batch) // 2
         other = self._model().submit(self.recognizer.predict, batch[half:])
