@@ -109,10 +109,14 @@ def test_percentile_equals_numpys(n, q):
 
 def test_crops_prepared_together_come_out_as_each_alone(digits, monkeypatch):
     """A chunk's crops are worked on side by side: neighbours must not reach into each other.
-    Scenes of digits 22 to 120 px tall, each crop prepared with all the others, in chunks of
-    three and on its own."""
-    cfg = synth.SceneConfig(min_digits=8, max_digits=10, closeup_p=0.0)
-    for sc in synth.scenes(2, seed=5, cfg=cfg, digits=digits):
+    Scenes of digits 22 to 120 px tall, and one at 1280x720 (regions further apart) whose tallest
+    digit is three times its shortest (worked on in groups of like heights), each crop prepared
+    with all the others, in chunks of three and on its own."""
+    scenes = [*synth.scenes(2, seed=5, cfg=synth.SceneConfig(min_digits=8, max_digits=10, closeup_p=0.0), digits=digits),
+              *synth.scenes(1, seed=7, cfg=synth.SceneConfig(width=1280, height=720, min_digits=10, max_digits=12,
+                                                             max_height=200, closeup_p=0.0), digits=digits)]
+    heights = []
+    for sc in scenes:
         c = find_candidates(sc.image)
         together = candidates_to_mnist(c)
         assert len(together) >= 6
@@ -120,6 +124,8 @@ def test_crops_prepared_together_come_out_as_each_alone(digits, monkeypatch):
             assert np.array_equal(together[i], candidates_to_mnist(c, None, i, i + 1)[0])
         chunks = np.concatenate([candidates_to_mnist(c, None, s, s + 3) for s in range(0, len(c.boxes), 3)])
         assert np.array_equal(together, chunks)
+        heights.append(c.boxes[:, 3].max() / c.boxes[:, 3].min())
+    assert c.scale < 1 and heights[-1] > 3  # regions further apart than two pixels, and of many heights
     monkeypatch.setattr(preprocess, "MOSAIC", 4)  # more candidates than prepared side by side at once
     assert np.array_equal(candidates_to_mnist(c), together)
 
@@ -163,3 +169,4 @@ def test_strokes_normalised_side_by_side_as_each_alone():
     assert all(np.array_equal(a, normalised_alone(d)) for a, d in zip(together, digits))
     assert together[0].shape[1] > 60 and together[1].shape[1] > 60  # widened past the 60 px fit
     assert together[5].size == 0
+    assert np.array_equal(normalise_strokes([digits[0].astype(np.float64)])[0], together[0])  # any float type

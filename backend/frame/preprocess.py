@@ -48,34 +48,59 @@ def _regions(c: Candidates, boxes: np.ndarray, pad: int) -> np.ndarray:
 
 def _ink_crops(c: Candidates, start: int, boxes: np.ndarray, levels: np.ndarray, cfg: PreprocessConfig) -> list[np.ndarray]:
     """Candidates start.. (their boxes (n, 4), their ink levels from ink_levels) as tight (h, w)
-    float32 ink images in [0, 1] at full resolution.
-
-    The regions around the digits are worked on side by side in one image, with gaps between
-    them: only bringing each one's background, mask and ink there is a call per digit."""
+    float32 ink images in [0, 1] at full resolution."""
     pad = math.ceil(1.0 / c.scale) + 1  # a working pixel at full resolution, and one more
     regions = _regions(c, boxes, pad)
-    rw, rh = regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1]
-    left = np.concatenate([[0], np.cumsum(rw + pad)[:-1]])  # where each region starts
-    shape = (int(rh.max()), int(left[-1] + rw[-1] + pad))
-    bg, ink, m = np.zeros(shape, c.paper.dtype), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
     # A digit smaller than MNIST's 20-px box is written with strokes a pixel or two wide, which
     # the camera's blur spreads as wide again: cut at ink_hi of its darkness, each stroke came out
     # as wide as its blur and the small loops of 8s, 9s and 6s filled (read as 1s, 7s and 0s).
     # There only its own ink level is full white.
     lo = cfg.ink_lo * levels
     span = np.maximum(np.where(boxes[:, 3] >= FIT_SIZE, cfg.ink_hi, cfg.small_ink_hi) * levels - lo, 1e-3)
-    for k, ((x, y, w, h), (x0, y0, x1, y1, bx0, by0, bx1, by1), l, sp, off) in enumerate(
-            zip(boxes.tolist(), regions.tolist(), left.tolist(), span.tolist(), ((1.0 - lo) / span).tolist())):
+    crops: list[np.ndarray] = [np.zeros((0, 0), np.float32)] * len(boxes)
+    for group in _by_height(regions[:, 3] - regions[:, 1]):
+        for k, crop in zip(group.tolist(), _side_by_side(c, start + group, boxes[group], regions[group], lo[group],
+                                                         span[group], pad)):
+            crops[k] = crop
+    return crops
+
+
+def _by_height(h: np.ndarray) -> list[np.ndarray]:
+    """Indices of regions h tall in groups, tallest first, none in a group twice as tall as
+    another: the image a group shares is as tall as its tallest region, and mostly regions
+    (a page's digits beside one big one made it a hundred times larger)."""
+    hs = h.tolist()
+    order = np.argsort(-h, kind="stable").tolist()
+    groups, top = [[order[0]]], hs[order[0]]
+    for i in order[1:]:
+        if 2 * hs[i] < top:
+            groups.append([])
+            top = hs[i]
+        groups[-1].append(i)
+    return [np.sort(g) for g in groups]  # each in the frame's order
+
+
+def _side_by_side(c: Candidates, which: np.ndarray, boxes: np.ndarray, regions: np.ndarray, lo: np.ndarray,
+                  span: np.ndarray, pad: int) -> list[np.ndarray]:
+    """_ink_crops of the candidates `which` (their boxes, _regions and ink stretches): the regions
+    worked on side by side in one image, `pad` pixels apart. Only bringing each one's background,
+    mask and ink there, and cutting it out, are a call per digit."""
+    rw, rh = regions[:, 2] - regions[:, 0], regions[:, 3] - regions[:, 1]
+    left = np.concatenate([[0], np.cumsum(rw + pad)[:-1]])  # where each region starts
+    shape = (int(rh.max()), int(left[-1] + rw[-1] + pad))
+    bg, ink, m = np.zeros(shape, c.paper.dtype), np.zeros(shape, np.float32), np.zeros(shape, np.uint8)
+    for i, (x, y, w, h), (x0, y0, x1, y1, bx0, by0, bx1, by1), l, sp, off in zip(
+            which.tolist(), boxes.tolist(), regions.tolist(), left.tolist(), span.tolist(), ((1.0 - lo) / span).tolist()):
         here = (slice(0, y1 - y0), slice(l, l + x1 - x0))
         # The background at working resolution, over the same region, brought to its size.
         cv2.resize(c.paper[by0:by1, bx0:bx1], (x1 - x0, y1 - y0), dst=bg[here], interpolation=cv2.INTER_LINEAR)
         # This digit's own pieces, at full resolution.
-        cv2.resize(c.masks[start + k], (w, h), dst=m[y - y0:y - y0 + h, l + x - x0:l + x - x0 + w],
-                   interpolation=cv2.INTER_NEAREST)
+        cv2.resize(c.masks[i], (w, h), dst=m[y - y0:y - y0 + h, l + x - x0:l + x - x0 + w], interpolation=cv2.INTER_NEAREST)
         # Ink (1 - gray / background), stretched from [lo, hi] to [0, 1]: (1 - lo) / (hi - lo) -
         # gray / (background * (hi - lo)), in two calls.
         cv2.divide(c.gray[y0:y1, x0:x1], bg[here], dst=ink[here], scale=-1.0 / sp, dtype=cv2.CV_32F)
-        cv2.add(ink[here], off, dst=ink[here])
+        cv2.addWeighted(ink[here], 1.0, ink[here], 0.0, off, dst=ink[here])  # (+= off; cv2.add takes a 4x1
+        # region for the 4 values of a scalar)
     np.maximum(ink, 0, out=ink)  # (np.clip costs several times more)
     np.minimum(ink, 1, out=ink)
     # Each mask grown by a working pixel (the gaps are wider than that), over its ink.
@@ -120,10 +145,11 @@ def normalise_strokes(digits: list[np.ndarray], cfg: PreprocessConfig | None = N
     """Tight (h, w) float32 ink images in [0, 1] -> tight uint8 white-on-black digits whose strokes
     are as wide, relative to their 20 px fit, as MNIST's (measured the same way as MNIST_STROKE).
 
-    The digits are resized side by side into one image, a tile each with room to grow, which is
-    measured, cut and scaled at once; only the resizing and the thinning or thickening are a call
-    per digit: a page's hundreds of crops paid more for the calls than for the pixels. Each digit
-    comes out as it would alone."""
+    The digits are resized side by side into one image, a tile each with room to grow, whose
+    stroke widths are measured and which is scaled to 8 bits at once; resizing a digit, thinning
+    or thickening it, stretching a faint one and cutting it out are a call each: a page's
+    hundreds of crops paid more for the calls than for the pixels. Each digit comes out as it
+    would alone."""
     cfg = cfg or PreprocessConfig()
     n, side, target = len(digits), FIT_SIZE * cfg.canvas, MNIST_STROKE * cfg.canvas
     if n == 0:
@@ -138,7 +164,8 @@ def normalise_strokes(digits: list[np.ndarray], cfg: PreprocessConfig | None = N
             continue
         f = side / max(h, w)
         nw, nh = max(1, round(w * f)), max(1, round(h * f))
-        cv2.resize(d, (nw, nh), dst=tiles[o:o + nh, k, o:o + nw], interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        cv2.resize(d.astype(np.float32, copy=False), (nw, nh), dst=tiles[o:o + nh, k, o:o + nw],  # (written in place
+                   interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)  # only when the types match)
         outside[o:o + nh, k, o:o + nw] = False
         sizes[k], shrunk[k] = (nh, nw), f < 1
     # Shrinking a large digit drawn with a thin pen leaves a faint hairline: stretch it back so
