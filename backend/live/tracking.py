@@ -217,8 +217,8 @@ class Tracker:
                          key=lambda i: -self.tracks[i].age)
             waiting = set(due[max(8, -(-2 * len(self.tracks) // cfg.max_age)):])
             ready = [(i, j) for i, j in sorted(pairs, key=lambda p: p[1])
-                     if (t := self.tracks[i]).classified is not None and t.confidence >= cfg.reuse_confidence
-                     and (t.age + 1 < cfg.max_age or i in waiting)]
+                     if not ((t := self.tracks[i]).classified is None or t.confidence < cfg.reuse_confidence
+                             or (t.age + 1 >= cfg.max_age and i not in waiting))]
             if ready:  # their crops against those they were read on, all at once
                 ii, jj = (list(v) for v in zip(*ready))
                 last = np.stack([self.tracks[i].classified_crop for i in ii])
