@@ -24,9 +24,8 @@ class Detections:
 
     def select(self, keep: np.ndarray | slice) -> "Detections":
         """The subset picked by a boolean mask or an index array (copies), or a slice (views)."""
-        return Detections(*(None if v is None else v[keep] for v in
-                            (self.boxes, self.digits, self.confidence, self.probs, self.attn, self.attn_last,
-                             self.crops, self.track_ids)))
+        return Detections(self.boxes[keep], self.digits[keep], self.confidence[keep], self.probs[keep], self.attn[keep],
+                          self.attn_last[keep], self.crops[keep], None if self.track_ids is None else self.track_ids[keep])
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
