@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from app_fakes import digit_frame
-from backend.live.overlay import (MIN_FONT, HudInfo, Layout, OverlayConfig, draw_overlay, heatmap_tint, hud_variants,
+from backend.live.overlay import (MIN_FONT, HudInfo, Layout, OverlayConfig, draw_overlay, heatmap_tints, hud_variants,
                                   place_label, text_size, ui_scale)
 from backend.frame.detections import Detections
 
@@ -131,7 +131,7 @@ def test_heatmap_tints_where_the_model_looked_and_keeps_ink_dark(side, box):
     attn = np.zeros((7, 7), np.float32)
     attn[HOT[side]] = 1.0
     out = frame.copy()
-    heatmap_tint(out, np.array(box), attn, 0.55)
+    heatmap_tints(out, np.array([box]), attn[None], 0.55)
     changed = np.abs(out.astype(int) - frame).max(axis=2)
     inside = np.zeros(frame.shape[:2], bool)
     inside[y:y + h, x:x + w] = True
@@ -151,8 +151,25 @@ def test_heatmap_lays_the_map_over_the_digit_as_the_model_saw_it(box):
     attn = np.zeros((7, 7), np.float32)
     attn[[0, -1]] = attn[:, [0, -1]] = 1.0
     out = frame.copy()
-    heatmap_tint(out, np.array(box), attn, 0.55)
+    heatmap_tints(out, np.array([box]), attn[None], 0.55)
     assert np.abs(out.astype(int) - frame).max() < 40
+
+
+def test_boxes_tinted_at_once_as_one_after_another():
+    """Boxes that overlap none before them are tinted side by side; one that overlaps an earlier
+    box must see it tinted: the same pixels as tinting each box in turn, boxes cut by the
+    frame's edge and too small to tint included."""
+    rng = np.random.default_rng(4)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([(5, 5, 30, 40), (40, 8, 25, 30), (50, 20, 30, 35), (100, 60, 40, 70), (-5, 90, 20, 25),
+                      (120, 10, 1, 30), (60, 15, 20, 20)])
+    attns = rng.random((len(boxes), 4, 4)).astype(np.float32)
+    together, in_turn = frame.copy(), frame.copy()
+    heatmap_tints(together, boxes, attns, 0.55)
+    for box, attn in zip(boxes, attns):
+        heatmap_tints(in_turn, box[None], attn[None], 0.55)
+    assert np.array_equal(together, in_turn)
+    assert (together != frame).any(axis=2).sum() > 3000
 
 
 # --- layout: labels and panels never hide a digit ---------------------------------------------

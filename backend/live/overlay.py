@@ -114,39 +114,69 @@ def _upsampler(g: int, n: int) -> np.ndarray:
     return r
 
 
-def heatmap_tint(img: np.ndarray, box: np.ndarray, attn: np.ndarray, strength: float) -> None:
-    """Tint the box in place by the attention map, keeping the ink visible.
+def heatmap_tints(img: np.ndarray, boxes: np.ndarray, attns: np.ndarray, strength: float) -> None:
+    """Tint each box (x, y, w, h) in place by its attention map (g, g), in turn, keeping the ink
+    visible.
 
-    The (g, g) map covers the 28x28 model input, where the digit fills the central 20x20; it is
-    laid back over the box on that geometry. The blend multiplies the frame by the colour map, so
-    dark ink stays dark and only the paper around it takes the colour, in proportion to attention.
+    A map covers the 28x28 model input, where the digit fills the central 20x20; it is laid back
+    over its box on that geometry. The blend multiplies the frame by the colour map, so dark ink
+    stays dark and only the paper around it takes the colour, in proportion to attention. Boxes
+    that overlap none before them in their run are tinted side by side in one image: a page's
+    hundreds of boxes each paid a dozen small calls for a few hundred pixels.
     """
-    x, y, w, h = (int(v) for v in box)
-    if w < 2 or h < 2 or attn.size == 0:
-        return
-    side = max(w, h) * IMG_SIZE / FIT_SIZE
-    cx, cy = x + w / 2.0, y + h / 2.0
-    # Where the box lies inside the map's square, in map pixels.
-    n = max(2, int(round(side)))
-    ox, oy = int(round(cx - side / 2)), int(round(cy - side / 2))
     H, W = img.shape[:2]
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
-    mx0, my0 = x0 - ox, y0 - oy
-    if x1 <= x0 or y1 <= y0 or mx0 < 0 or my0 < 0 or mx0 + x1 - x0 > n or my0 + y1 - y0 > n:
-        return
-    a = _upsampler(attn.shape[0], n)
-    a = a[my0:my0 + y1 - y0] @ np.clip(attn, 0, 1, dtype=np.float32) @ a[mx0:mx0 + x1 - x0].T
-    # Diffuse low attention is left untinted, so the hot spots stand out on clean paper.
-    a -= 0.1
-    a /= 0.9
-    np.maximum(a, 0, out=a)  # (np.clip costs several times more on a small map)
-    np.minimum(a, 1, out=a)
-    colours = cv2.applyColorMap((a * 255).astype(np.uint8), JET)
-    roi = img[y0:y1, x0:x1]
-    # Bright paper takes the colour, dark ink keeps most of its own: the digit stays readable.
-    lum = cv2.transform(roi, _MEAN_BGR)  # (h, w) uint8 mean of B, G, R
-    k = strength * (a * np.sqrt(a)) * _PAPER_WEIGHT[lum]
-    roi[:] = cv2.blendLinear(roi, colours, 1.0 - k, k)
+    todo = []  # (x0, y0, x1, y1, the map over that part of the frame) of each box to tint
+    for box, attn in zip(boxes, attns):
+        x, y, w, h = (int(v) for v in box)
+        if w < 2 or h < 2 or attn.size == 0:
+            continue
+        side = max(w, h) * IMG_SIZE / FIT_SIZE
+        cx, cy = x + w / 2.0, y + h / 2.0
+        # Where the box lies inside the map's square, in map pixels.
+        n = max(2, int(round(side)))
+        ox, oy = int(round(cx - side / 2)), int(round(cy - side / 2))
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        mx0, my0 = x0 - ox, y0 - oy
+        if x1 <= x0 or y1 <= y0 or mx0 < 0 or my0 < 0 or mx0 + x1 - x0 > n or my0 + y1 - y0 > n:
+            continue
+        a = _upsampler(attn.shape[0], n)
+        todo.append((x0, y0, x1, y1, a[my0:my0 + y1 - y0] @ np.clip(attn, 0, 1, dtype=np.float32) @ a[mx0:mx0 + x1 - x0].T))
+    for run in _runs_apart(todo):
+        # The run's boxes side by side: their maps, and the frame under them.
+        left = np.cumsum([0] + [x1 - x0 for x0, _, x1, _, _ in run]).tolist()
+        a = np.zeros((max(y1 - y0 for _, y0, _, y1, _ in run), left[-1]), np.float32)
+        roi = np.zeros((*a.shape, 3), np.uint8)
+        for (x0, y0, x1, y1, m), l in zip(run, left):
+            a[:y1 - y0, l:l + x1 - x0] = m
+            roi[:y1 - y0, l:l + x1 - x0] = img[y0:y1, x0:x1]
+        # Diffuse low attention is left untinted, so the hot spots stand out on clean paper.
+        a -= 0.1
+        a /= 0.9
+        np.maximum(a, 0, out=a)  # (np.clip costs several times more)
+        np.minimum(a, 1, out=a)
+        colours = cv2.applyColorMap((a * 255).astype(np.uint8), JET)
+        # Bright paper takes the colour, dark ink keeps most of its own: the digit stays readable.
+        lum = cv2.transform(roi, _MEAN_BGR)  # (h, w) uint8 mean of B, G, R
+        k = strength * (a * np.sqrt(a)) * _PAPER_WEIGHT[lum]
+        roi = cv2.blendLinear(roi, colours, 1.0 - k, k)
+        for (x0, y0, x1, y1, _), l in zip(run, left):
+            img[y0:y1, x0:x1] = roi[:y1 - y0, l:l + x1 - x0]
+
+
+def _runs_apart(parts: list[tuple]) -> list[list[tuple]]:
+    """parts (x0, y0, x1, y1, ...) in runs, in order, none of which overlaps another of its run:
+    tinted together, each sees the frame as the ones before it left it."""
+    if not parts:
+        return []
+    r = np.array([p[:4] for p in parts])
+    over = np.tril((r[:, None, 0] < r[None, :, 2]) & (r[None, :, 0] < r[:, None, 2])
+                   & (r[:, None, 1] < r[None, :, 3]) & (r[None, :, 1] < r[:, None, 3]), -1)
+    last = np.where(over.any(1), len(parts) - 1 - over[:, ::-1].argmax(1), -1).tolist()  # the latest before each it overlaps
+    starts = [0]
+    for k, j in enumerate(last):
+        if j >= starts[-1]:
+            starts.append(k)
+    return [parts[a:b] for a, b in zip(starts, starts[1:] + [len(parts)])]
 
 
 # --- layout: what must stay visible, and where the rest can go --------------------------------
@@ -325,8 +355,7 @@ def draw_detections(img: np.ndarray, dets: Detections, cfg: OverlayConfig, s: fl
                     show_ids: bool = False) -> None:
     attn = dets.attn if cfg.attention_kind == "rollout" or dets.attn_last is None else dets.attn_last
     if cfg.attention and attn is not None:
-        for box, a in zip(dets.boxes, attn):
-            heatmap_tint(img, box, a, cfg.heat_strength)
+        heatmap_tints(img, dets.boxes, attn, cfg.heat_strength)
     lw = max(1, int(round(2 * s)))
     for box, conf in zip(dets.boxes, dets.confidence):
         if cfg.boxes:
