@@ -126,7 +126,7 @@ def heatmap_tints(img: np.ndarray, boxes: np.ndarray, attns: np.ndarray, strengt
     """
     H, W = img.shape[:2]
     todo = []  # (x0, y0, x1, y1, the map over that part of the frame) of each box to tint
-    for box, attn in zip(boxes, attns):
+    for box, attn in zip(boxes, np.clip(attns, 0, 1, dtype=np.float32)):
         x, y, w, h = (int(v) for v in box)
         if w < 2 or h < 2 or attn.size == 0:
             continue
@@ -140,7 +140,7 @@ def heatmap_tints(img: np.ndarray, boxes: np.ndarray, attns: np.ndarray, strengt
         if x1 <= x0 or y1 <= y0 or mx0 < 0 or my0 < 0 or mx0 + x1 - x0 > n or my0 + y1 - y0 > n:
             continue
         a = _upsampler(attn.shape[0], n)
-        todo.append((x0, y0, x1, y1, a[my0:my0 + y1 - y0] @ np.clip(attn, 0, 1, dtype=np.float32) @ a[mx0:mx0 + x1 - x0].T))
+        todo.append((x0, y0, x1, y1, a[my0:my0 + y1 - y0] @ attn @ a[mx0:mx0 + x1 - x0].T))
     for run in _runs_apart(todo):
         # The run's boxes side by side: their maps, and the frame under them.
         left = np.cumsum([0] + [x1 - x0 for x0, _, x1, _, _ in run]).tolist()
