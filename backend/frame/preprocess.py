@@ -97,10 +97,10 @@ def _side_by_side(c: Candidates, which: np.ndarray, boxes: np.ndarray, regions: 
         # This digit's own pieces, at full resolution.
         cv2.resize(c.masks[i], (w, h), dst=m[y - y0:y - y0 + h, l + x - x0:l + x - x0 + w], interpolation=cv2.INTER_NEAREST)
         # Ink (1 - gray / background), stretched from [lo, hi] to [0, 1]: (1 - lo) / (hi - lo) -
-        # gray / (background * (hi - lo)), in two calls.
+        # gray / (background * (hi - lo)), in two calls (the first term as addWeighted's constant:
+        # cv2.add takes a region 4 px tall and 1 px wide for the 4 values of a scalar).
         cv2.divide(c.gray[y0:y1, x0:x1], bg[here], dst=ink[here], scale=-1.0 / sp, dtype=cv2.CV_32F)
-        cv2.addWeighted(ink[here], 1.0, ink[here], 0.0, off, dst=ink[here])  # (+= off; cv2.add takes a 4x1
-        # region for the 4 values of a scalar)
+        cv2.addWeighted(ink[here], 1.0, ink[here], 0.0, off, dst=ink[here])
     np.maximum(ink, 0, out=ink)  # (np.clip costs several times more)
     np.minimum(ink, 1, out=ink)
     # Each mask grown by a working pixel (the gaps are wider than that), over its ink.
