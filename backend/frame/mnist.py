@@ -27,6 +27,19 @@ FIT_SIZE = 20  # MNIST digits are size-normalised to fit a 20x20 box...
 MNIST_STROKE = 1.87
 
 
+def fit_into(digit: np.ndarray, side: int, canvas: np.ndarray) -> tuple[int, int]:
+    """A digit (h, w) resized into the top left of `canvas` (of the digit's type), its longer side
+    `side` px and its aspect kept, area-averaged when shrunk: its (height, width) there, (0, 0)
+    for an empty digit."""
+    h, w = digit.shape
+    if h == 0 or w == 0:
+        return 0, 0
+    s = side / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    cv2.resize(digit, (nw, nh), dst=canvas[:nh, :nw], interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return nh, nw
+
+
 def fit_and_centre(digits: list[np.ndarray]) -> np.ndarray:
     """Place tight crops of digits into 28x28 MNIST canvases.
 
@@ -40,13 +53,7 @@ def fit_and_centre(digits: list[np.ndarray]) -> np.ndarray:
     small = np.zeros((n, FIT_SIZE, FIT_SIZE), np.uint8)
     sizes = np.zeros((n, 2), np.int64)
     for k, d in enumerate(digits):
-        h, w = d.shape
-        if h == 0 or w == 0:
-            continue
-        s = FIT_SIZE / max(h, w)
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        sizes[k] = nh, nw
-        cv2.resize(d, (nw, nh), dst=small[k, :nh, :nw], interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        sizes[k] = fit_into(d, FIT_SIZE, small[k])
     # The shift that brings the centre of mass to the middle (an empty digit: placed in the middle).
     xs = np.arange(FIT_SIZE)
     cols = small.sum(1, dtype=np.int64)

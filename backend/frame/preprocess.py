@@ -16,7 +16,7 @@ import numpy as np
 
 from backend.frame.detect import Candidates
 from backend.frame.lines import percentile
-from backend.frame.mnist import FIT_SIZE, MNIST_STROKE, fit_and_centre, normalize
+from backend.frame.mnist import FIT_SIZE, MNIST_STROKE, fit_and_centre, fit_into, normalize
 
 
 @dataclass
@@ -157,17 +157,11 @@ def normalise_strokes(digits: list[np.ndarray], cfg: PreprocessConfig | None = N
     o = int(round(target)) + 1  # room around each digit for the widest thickening
     tiles = np.zeros((side + 2 * o, n, side + 2 * o), np.float32)  # digit k in tiles[:, k]
     outside = np.ones(tiles.shape, bool)  # of its digit, in each tile
-    sizes, shrunk = np.zeros((n, 2), np.int64), np.zeros(n, bool)
-    for k, d in enumerate(digits):
-        h, w = d.shape
-        if h == 0 or w == 0:
-            continue
-        f = side / max(h, w)
-        nw, nh = max(1, round(w * f)), max(1, round(h * f))
-        cv2.resize(d.astype(np.float32, copy=False), (nw, nh), dst=tiles[o:o + nh, k, o:o + nw],  # (written in place
-                   interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)  # only when the types match)
+    sizes = np.zeros((n, 2), np.int64)
+    for k, d in enumerate(digits):  # (cv2.resize writes into the tile only when the types match)
+        nh, nw = sizes[k] = fit_into(d.astype(np.float32, copy=False), side, tiles[o:, k, o:])
         outside[o:o + nh, k, o:o + nw] = False
-        sizes[k], shrunk[k] = (nh, nw), f < 1
+    shrunk = np.array([max(d.shape) for d in digits]) > side
     # Shrinking a large digit drawn with a thin pen leaves a faint hairline: stretch it back so
     # that the stroke core is full white, as in MNIST, before measuring its width. The 90th
     # percentile of the inked pixels is 1 (nothing to do) when a tenth of them are full white:
