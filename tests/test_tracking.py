@@ -110,6 +110,30 @@ def test_a_rewritten_digit_shows_its_new_value_within_a_few_frames():
     assert labels.index(9) <= 3 and labels[-1] == 9
 
 
+def test_another_sheet_is_read_afresh_from_its_second_frame():
+    """A cut to another sheet: where most digits shown read as the same others two frames running,
+    they show those at once, not after the smoothing's frames, and the last sheet's other digits
+    go instead of being held in place."""
+    places = [[10 + 30 * i, 10, 20, 30] for i in range(4)]
+    tr = Tracker()
+    for _ in range(6):
+        shown(tr, places, [1, 2, 3, 4])
+    assert shown(tr, places[:3], [7, 8, 9]) == [1, 2, 3, 4]  # one frame: as likely a bad one
+    assert shown(tr, places[:3], [7, 8, 9]) == [7, 8, 9]
+    assert not tr.neighbours
+
+
+def test_contradictions_short_of_another_sheet_keep_the_smoothing():
+    places = [[10 + 30 * i, 10, 20, 30] for i in range(4)]
+    for frames in ([[7, 8, 3, 4]] * 3,  # two of four digits rewritten
+                   [[7, 8, 9, 0], [5, 6, 7, 8], [1, 2, 3, 4]],  # a shaken page, read as other digits each frame
+                   [[7, 8, 9, 0], [1, 2, 3, 4], [7, 8, 9, 0]]):  # ... or every other frame
+        tr = Tracker()
+        for _ in range(6):
+            shown(tr, places, [1, 2, 3, 4])
+        assert [shown(tr, places, f) for f in frames] == [[1, 2, 3, 4]] * 3
+
+
 def test_track_ids_follow_moving_digits_and_new_ones_get_new_ids():
     tr = Tracker(TrackerConfig(min_hits=1))
     ids = []

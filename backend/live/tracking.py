@@ -6,7 +6,9 @@ and the label it shows changes only when another class leads the average by a ma
 detector misses for a few frames (a finger over it, motion blur) keeps its place; a speck or a
 split stroke seen for a frame or two never shows, because a track is shown only once it has been
 seen in `min_hits` frames. A new digit still shows within a few frames, and a digit rewritten in
-place within a few more.
+place within a few more. Another sheet brought before the camera is told from these by most of the
+digits shown reading as others two frames running: its readings show from its second frame, and
+the last sheet's digits are not held.
 
 The tracker also says which digits need not go through the model again (`reuse`): a confident
 track whose crop has barely changed since it was last classified keeps that prediction, for
@@ -38,6 +40,8 @@ class TrackerConfig:
     max_age: int = 10  # ...but classify every track again after this many frames (see reuse)
     max_crop_change: float = 0.06  # ...or when its crop differs by more (mean |diff|, 0..1)
     reuse_confidence: float = 0.8  # ...or when its smoothed confidence is below this
+    new_scene: float = 0.7  # this share of the shown digits seen, read as the same other digit two
+    # frames running, means another sheet: their labels are read afresh and the digits not seen go
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Track:
     classified: Predictions | None = None  # the model's last prediction for this track (one row)
     classified_crop: np.ndarray | None = None  # (28, 28) uint8 the crop it was made on
     age: int = 0  # frames since then
+    other: int = -1  # the digit last read for it when that was not the digit shown (else -1)
 
     @property
     def box(self) -> np.ndarray:
@@ -249,13 +254,21 @@ class Tracker:
         taken = set(matched.values())
         for i, t in enumerate(self.tracks):
             if i not in matched:  # held in place: on the page, which moved
-                t.missed += 1
+                t.missed, t.other = t.missed + 1, -1
                 t.det.boxes = (t.det.boxes + np.round([shift[0], shift[1], 0, 0])).astype(t.det.boxes.dtype)
+        scene = self._new_scene(matched, cands.probs.argmax(1), len(accepted))
+        if scene:  # another sheet: what is seen is read afresh, not after the smoothing's frames
+            for i, j in matched.items():
+                t = self.tracks[i]
+                t.probs, t.digit = cands.probs[j].astype(np.float64), int(cands.probs[j].argmax())
+            self.neighbours = {}
         self._observe([self.tracks[i] for i in matched], cands, list(matched.values()))
         # A track is held through as many misses as it was seen beyond confirmation (at most
         # max_missed): a steady digit keeps its place under a finger, while specks and split
-        # strokes, and what a finger itself looks like for a few frames, go at once.
-        self.tracks = [t for t in self.tracks if t.missed <= min(cfg.max_missed, max(t.hits - cfg.min_hits, 0))]
+        # strokes, and what a finger itself looks like for a few frames, go at once; on another
+        # sheet, the last sheet's digits go at once.
+        self.tracks = [t for t in self.tracks
+                       if t.missed <= (0 if scene else min(cfg.max_missed, max(t.hits - cfg.min_hits, 0)))]
         for j in range(len(accepted)):
             if j not in taken:
                 det = accepted.select(slice(j, j + 1))
@@ -275,6 +288,22 @@ class Tracker:
         out.confidence = np.array([t.confidence for t in shown], np.float32)
         out.probs = np.array([t.probs for t in shown], np.float32).reshape(-1, 10)
         return out
+
+    def _new_scene(self, matched: dict[int, int], read: np.ndarray, accepted: int) -> bool:
+        """Whether `new_scene` of the shown tracks seen (2 at least) were read as the same other
+        digit in this frame and the last, as accepted candidates: another sheet in front of the
+        camera, not a rewritten digit, a bad frame or a shaken page, each of which contradicts
+        fewer, or only for a frame (none on the live clips, shaken up to 6 times as much). Notes
+        each track's other reading for the next frame."""
+        shown = again = 0
+        for i, j in matched.items():
+            t = self.tracks[i]
+            other = int(read[j]) if j < accepted and read[j] != t.digit else -1
+            if t.hits >= self.cfg.min_hits:
+                shown += 1
+                again += other >= 0 and other == t.other
+            t.other = other
+        return again >= max(2, self.cfg.new_scene * shown)
 
     def _match_again(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
         """_match for update: the boxes reuse() matched in this frame, in another order (the
