@@ -4,6 +4,7 @@
   python -m backend.bench.bench_live --steady        # a camera on a stand: model calls per detection
   python -m backend.bench.bench_live --compare       # also raw readings, Hungarian matching, no reuse
   python -m backend.bench.bench_live --shake 4       # a much shakier hand
+  python -m backend.bench.bench_live --cuts          # each clip cut to the next: another sheet
 
 Each clip goes through the app's own frame stream (detection, recognition, tracking, reading
 order) with the current model, and every frame's reading is compared with the truth as
@@ -16,6 +17,8 @@ The first WARMUP frames of a clip, when every digit is new, count only for the l
   latency    frames from a digit being written (new, or rewritten in place) until it shows with its
              new value at its place
   calls      digits that went through the model per frame, against candidates found per frame
+  after a cut  (--cuts) accuracy over the AFTER_CUT frames from a cut, and the digits shown there
+             where the new sheet has none (the last sheet's, held)
 Prints figures; asserts nothing.
 """
 from __future__ import annotations
@@ -36,10 +39,11 @@ from backend.live.app import frame_stream
 from backend.live.tracking import Tracker, TrackerConfig
 from backend.model.device import BACKENDS
 from backend.model.recognizer import Recognizer, RecognizerConfig
-from backend.bench.live_clips import FRAMES, Clip, clips
+from backend.bench.live_clips import FRAMES, Clip, clips, cut
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 WARMUP = 5  # frames at the start of a clip not scored: every digit is new then, and may take this long
+AFTER_CUT = 12  # frames from a cut to another sheet scored apart
 
 
 class ClipSource:
@@ -97,6 +101,9 @@ class Figures:
     calls: int = 0
     seconds: float = 0.0
     readings: list[str] = field(default_factory=list)
+    cut_digits: float = 0.0  # the same, over the AFTER_CUT frames from a cut
+    cut_correct: float = 0.0
+    cut_stale: int = 0  # digits shown there where the new sheet has none
 
     def line(self, name: str) -> str:
         lat = "  ".join(f"{k} {_frames(v)}" for k, v in self.latency.items() if v)
@@ -105,7 +112,9 @@ class Figures:
                 f"flicker {100 * self.flickers / max(self.pairs, 1):5.2f} % ({self.flickers}/{self.pairs})  "
                 f"calls {self.calls / max(self.frames, 1):5.2f} / {self.candidates / max(self.frames, 1):5.2f} "
                 f"candidates per frame ({100 * self.calls / max(self.candidates, 1):3.0f} %)  "
-                f"{self.frames / max(self.seconds, 1e-9):5.1f} FPS" + (f"\n{'':28s} latency (frames) {lat}" if lat else ""))
+                f"{self.frames / max(self.seconds, 1e-9):5.1f} FPS" + (f"\n{'':28s} latency (frames) {lat}" if lat else "")
+                + (f"\n{'':28s} {AFTER_CUT} frames from a cut: accuracy {100 * self.cut_correct / self.cut_digits:6.2f} %  "
+                   f"digits shown where the new sheet has none {self.cut_stale}" if self.cut_digits else ""))
 
 
 def _frames(v: list[float]) -> str:
@@ -145,6 +154,10 @@ def run(clip_list: list[Clip], pipeline: Pipeline, score, cfg: TrackerConfig | N
                 fig.correct += max(0.0, 1 - dist / max(len(e), 1)) * len(e)
                 fig.frames += 1
                 fig.exact += dist == 0
+                if clip.cut is not None and 0 <= t - clip.cut < AFTER_CUT:
+                    fig.cut_digits += len(e)
+                    fig.cut_correct += max(0.0, 1 - dist / max(len(e), 1)) * len(e)
+                    fig.cut_stale += _stale(d.boxes, clip.boxes[t])
             if t > WARMUP:
                 pairs += 1
                 changes += (read != prev) - (truth != prev_truth)
@@ -169,6 +182,13 @@ def _stream(clip: Clip, pipeline, cfg: TrackerConfig | None) -> list:
     return out
 
 
+def _stale(shown: np.ndarray, truth: np.ndarray) -> int:
+    """Boxes shown that overlap no digit of the frame."""
+    if len(shown) == 0 or len(truth) == 0:
+        return len(shown)
+    return int((box_iou(shown.astype(np.float64), truth.astype(np.float64)).max(1) < 0.3).sum())
+
+
 def _latency(ev, shown) -> float:
     for t in range(ev.frame, len(shown)):
         d = shown[t].result.detections
@@ -184,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=FRAMES)
     p.add_argument("--steady", action="store_true", help="clips from a camera on a stand")
     p.add_argument("--shake", type=float, default=1.0, help="multiply the hand's shake (default: %(default)s)")
+    p.add_argument("--cuts", action="store_true", help="each clip cut to the next one (another sheet)")
     p.add_argument("--compare", action="store_true", help="also raw readings, Hungarian matching (scipy) and no reuse")
     p.add_argument("--per-clip", action="store_true")
     p.add_argument("--shared", default=str(SHARED), help="the shared folder (realworld/, tools/score.py)")
@@ -198,8 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     rec = Recognizer(args.checkpoint, RecognizerConfig(args.device, args.backend))
     pipeline = Pipeline(rec)
     clip_list = clips(shared / "realworld", args.clips, args.steady, args.frames, args.shake)
+    if args.cuts:
+        clip_list = [cut(a, b) for a, b in zip(clip_list, clip_list[1:] + clip_list[:1])]
+    frames = sum(len(c.frames) for c in clip_list)
     print(f"model {rec.name} on {rec.device} {rec.backend}; {len(clip_list)} {'steady ' if args.steady else ''}clips x "
-          f"{args.frames} frames, {sum(len(b) for c in clip_list for b in c.boxes) / (len(clip_list) * args.frames):.1f} "
+          f"{frames // len(clip_list)} frames, {sum(len(b) for c in clip_list for b in c.boxes) / frames:.1f} "
           f"digits per frame")
     tracked = run(clip_list, pipeline, score, TrackerConfig(), args.per_clip)
     print(tracked.line("tracked (shipped)"))

@@ -93,6 +93,14 @@ class Clip:
     boxes: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)  # digits written anew or rewritten
+    cut: int | None = None  # the frame another sheet comes in at, in a hard cut
+
+
+def cut(first: Clip, then: Clip) -> Clip:
+    """`first`'s frames, then a hard cut to `then`'s (another sheet in front of the camera; the
+    writing events of neither)."""
+    return Clip(f"{first.name}>{then.name}", first.frames + then.frames, first.boxes + then.boxes,
+                first.labels + then.labels, cut=len(first.frames))
 
 
 @dataclass
