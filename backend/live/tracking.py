@@ -170,6 +170,24 @@ def _support(prev: np.ndarray, cur: np.ndarray, shifts: np.ndarray, tol: float) 
     return onto.sum(axis=1)
 
 
+def _read_moved(tracks: list[Track], boxes: np.ndarray, read: np.ndarray, tol: float = 0.25) -> bool:
+    """Whether the tracks' digits are where a move of the page takes them: a move (of a few tracks
+    onto boxes at most three digit heights away, as `_page_shift_many` tries them) that brings a
+    fifth of the tracks or more (2 at least) within `tol` of their height of boxes (N, 4) read
+    (`read` (N,)) as the digits they show, and no more onto boxes read otherwise."""
+    prev, cur = np.array([t.box for t in tracks], np.float64), np.asarray(boxes, np.float64)
+    digits = np.array([t.digit for t in tracks])
+    seed = prev[np.unique(np.linspace(0, len(prev) - 1, min(8, len(prev))).astype(np.int64))]
+    shifts = _moves(seed, cur, 3.0 * float(np.median(prev[:, 3])))
+    if len(shifts) == 0:
+        return False
+    same = np.zeros(len(shifts))
+    for d in np.intersect1d(digits, read):
+        same += _support(prev[digits == d], cur[read == d], shifts, tol)
+    k = int(np.argmax(same))
+    return same[k] >= max(2.0, 0.2 * len(tracks)) and 2 * same[k] >= _support(prev, cur, shifts[k:k + 1], tol)[0]
+
+
 def concat(parts: list[Detections]) -> Detections:
     """Detections stacked in order (fields missing in any part are dropped)."""
     def cat(name):
@@ -256,7 +274,7 @@ class Tracker:
             if i not in matched:  # held in place: on the page, which moved
                 t.missed, t.other = t.missed + 1, -1
                 t.det.boxes = (t.det.boxes + np.round([shift[0], shift[1], 0, 0])).astype(t.det.boxes.dtype)
-        scene = self._new_scene(matched, cands.probs.argmax(1), len(accepted))
+        scene = self._new_scene(matched, cands.boxes, cands.probs.argmax(1), len(accepted))
         if scene:  # another sheet: what is seen is read afresh, not after the smoothing's frames
             for i, j in matched.items():
                 t = self.tracks[i]
@@ -289,21 +307,23 @@ class Tracker:
         out.probs = np.array([t.probs for t in shown], np.float32).reshape(-1, 10)
         return out
 
-    def _new_scene(self, matched: dict[int, int], read: np.ndarray, accepted: int) -> bool:
+    def _new_scene(self, matched: dict[int, int], boxes: np.ndarray, read: np.ndarray, accepted: int) -> bool:
         """Whether `new_scene` of the shown tracks seen (2 at least) were read as the same other
-        digit in this frame and the last, as accepted candidates: another sheet in front of the
-        camera, not a rewritten digit, a bad frame or a shaken page, each of which contradicts
-        fewer, or only for a frame (none on the live clips, shaken up to 6 times as much). Notes
-        each track's other reading for the next frame."""
-        shown = again = 0
+        digit in this frame and the last, as accepted candidates, and their digits are not where
+        another move of the page takes them (`_read_moved`): another sheet in front of the camera,
+        not a rewritten digit or a bad frame, which contradict fewer or only for a frame, nor a
+        page shaken by more than its digits' spacing and matched a digit off (none of these on the
+        live clips, shaken up to 6 times as much). Notes each track's other reading for the next
+        frame."""
+        shown, again = [], 0
         for i, j in matched.items():
             t = self.tracks[i]
             other = int(read[j]) if j < accepted and read[j] != t.digit else -1
             if t.hits >= self.cfg.min_hits:
-                shown += 1
+                shown.append(t)
                 again += other >= 0 and other == t.other
             t.other = other
-        return again >= max(2, self.cfg.new_scene * shown)
+        return again >= max(2, self.cfg.new_scene * len(shown)) and not _read_moved(shown, boxes, read)
 
     def _match_again(self, boxes: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
         """_match for update: the boxes reuse() matched in this frame, in another order (the
