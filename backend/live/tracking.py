@@ -284,9 +284,9 @@ class Tracker:
         # A track is held through as many misses as it was seen beyond confirmation (at most
         # max_missed): a steady digit keeps its place under a finger, while specks and split
         # strokes, and what a finger itself looks like for a few frames, go at once; on another
-        # sheet, the last sheet's digits go at once.
+        # sheet, the last sheet's digits not seen in the two frames that told it go at once.
         self.tracks = [t for t in self.tracks
-                       if t.missed <= (0 if scene else min(cfg.max_missed, max(t.hits - cfg.min_hits, 0)))]
+                       if t.missed <= (1 if scene else min(cfg.max_missed, max(t.hits - cfg.min_hits, 0)))]
         for j in range(len(accepted)):
             if j not in taken:
                 det = accepted.select(slice(j, j + 1))
