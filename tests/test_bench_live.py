@@ -8,7 +8,7 @@ import pytest
 from backend.bench import bench_live
 from backend.bench import real_pages
 from backend.bench.real_pages import SETS, real_page
-from backend.bench.live_clips import Glyph, make_clip
+from backend.bench.live_clips import Glyph, cut, make_clip
 from backend.frame.detections import box_iou
 from backend.live.tracking import TrackerConfig
 
@@ -49,6 +49,18 @@ def test_the_benchmark_scores_a_clip(pipeline):
     assert fig.frames == 12 - bench_live.WARMUP and fig.pairs == fig.frames - 1
     assert 0 <= fig.correct <= fig.digits and 0 < fig.calls <= fig.candidates
     assert "accuracy" in fig.line("tracked") and len(fig.readings) == 12
+
+
+def test_the_frames_after_a_cut_to_another_sheet_are_scored_apart(pipeline):
+    score = bench_live.load_score(bench_live.SHARED / "tools" / "score.py")
+    first, then = make_clip(GLYPHS, 9, frames=8), make_clip(GLYPHS, 2, frames=8)
+    clip = cut(first, then)
+    assert clip.cut == 8 and len(clip.frames) == 16 and clip.labels[8] is then.labels[0]
+    fig = bench_live.run([clip], pipeline, score, TrackerConfig())
+    assert fig.cut_digits == sum(len(labels) for labels in then.labels)  # every frame after the cut
+    assert 0 <= fig.cut_correct <= fig.cut_digits and "frames from a cut" in fig.line("tracked")
+    plain = bench_live.run([first], pipeline, score, TrackerConfig())
+    assert plain.cut_digits == 0 and "frames from a cut" not in plain.line("tracked")
 
 
 @pytest.mark.parametrize("kind", range(len(SETS)))

@@ -40,8 +40,9 @@ class TrackerConfig:
     max_age: int = 10  # ...but classify every track again after this many frames (see reuse)
     max_crop_change: float = 0.06  # ...or when its crop differs by more (mean |diff|, 0..1)
     reuse_confidence: float = 0.8  # ...or when its smoothed confidence is below this
-    new_scene: float = 0.7  # this share of the shown digits seen, read as the same other digit two
-    # frames running, means another sheet: their labels are read afresh and the digits not seen go
+    new_scene: float = 0.7  # this share of the shown digits seen, read as the same other digits two
+    # frames running (and not where a move of the page takes them), is another sheet: they show
+    # those readings at once, and the last sheet's digits not seen go
 
 
 @dataclass
